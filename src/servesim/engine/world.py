@@ -1,0 +1,340 @@
+"""The world: SimPy environment, request table, instances and the pricing of jobs.
+
+The world knows no scenario and no policy by name: it is handed a policy object, the request
+table (arrivals already drawn) and a :class:`ClusterLatency` that prices jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import simpy
+
+from servesim import kernels
+from servesim.engine.instance import EngineError, Instance
+from servesim.engine.requests import RequestTable, Status
+from servesim.hardware import GPU, ModelShape
+from servesim.latency import Profile, StepModel, SwitchModel, kv_capacity_blocks
+
+if TYPE_CHECKING:
+    from servesim.policies.base import Policy
+
+
+class CountingEnvironment(simpy.Environment):
+    """A SimPy environment that counts the events it processes (``events``)."""
+
+    def __init__(self, initial_time: float = 0) -> None:
+        super().__init__(initial_time)
+        self.events = 0
+
+    def step(self) -> None:
+        self.events += 1
+        super().step()
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """A resolved instance: GPU, TP degree, role and the model resident at time 0 (-1: none)."""
+
+    gpu: GPU
+    tp: int = 1
+    role: str = "both"
+    model: int = -1
+    group: int = 0
+
+
+class ClusterLatency:
+    """Prices jobs: step models, KV capacities, switch and KV-transfer times, per instance.
+
+    Args:
+        models: deployed model shapes, indexed like the request table's ``model`` column.
+        profile_for: ``(gpu, model_shape, tp) -> Profile``.
+        switch_for: ``gpu -> SwitchModel``.
+        usable_fraction: share of GPU memory usable for weights and KV.
+        reserved_bytes: memory kept aside per instance (e.g. a prefetch buffer), bytes.
+        block_size: tokens per KV block.
+        kv_transfer_seconds_per_token: if set, seconds per context token to move KV to or
+            from host memory (Aegaeon's simulator: 0.03125 ms); else bytes / host bandwidth.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[ModelShape],
+        profile_for: Callable[[GPU, ModelShape, int], Profile],
+        switch_for: Callable[[GPU], SwitchModel],
+        usable_fraction: float = 0.9,
+        reserved_bytes: float = 0.0,
+        block_size: int = 16,
+        kv_transfer_seconds_per_token: float | None = None,
+    ) -> None:
+        self.models = list(models)
+        self._profile_for = profile_for
+        self._switch_for = switch_for
+        self.usable_fraction = usable_fraction
+        self.reserved_bytes = reserved_bytes
+        self.block_size = block_size
+        self.kv_transfer_seconds_per_token = kv_transfer_seconds_per_token
+        self._steps: dict[tuple[str, int, int], StepModel] = {}
+        self._capacity: dict[tuple[str, int, int], int] = {}
+        self._switch: dict[str, SwitchModel] = {}
+
+    def profile(self, gpu: GPU, tp: int, model: int) -> Profile:
+        return self._profile_for(gpu, self.models[model], tp)
+
+    def step_model(self, inst: Instance, model: int) -> StepModel:
+        key = (inst.gpu.name, inst.tp, model)
+        sm = self._steps.get(key)
+        if sm is None:
+            sm = StepModel.from_profile(self.profile(inst.gpu, inst.tp, model))
+            self._steps[key] = sm
+        return sm
+
+    def kv_capacity(self, inst: Instance, model: int) -> int:
+        key = (inst.gpu.name, inst.tp, model)
+        cap = self._capacity.get(key)
+        if cap is None:
+            cap = self.capacity_of(inst.gpu, inst.tp, model)
+            self._capacity[key] = cap
+        return cap
+
+    def capacity_of(self, gpu: GPU, tp: int, model: int) -> int:
+        """KV blocks of ``model`` on ``gpu``; raises ServesimError when it does not fit."""
+        return kv_capacity_blocks(
+            gpu, self.models[model], tp, self.usable_fraction, self.reserved_bytes,
+            self.block_size,
+        )
+
+    def switch_time(self, inst: Instance, old: int, new: int) -> float:
+        sw = self._switch.get(inst.gpu.name)
+        if sw is None:
+            sw = self._switch_for(inst.gpu)
+            self._switch[inst.gpu.name] = sw
+        return sw.switch_time(self.models[new], inst.tp)
+
+    def kv_move_time(self, inst: Instance, model: int, tokens: int) -> float:
+        if self.kv_transfer_seconds_per_token is not None:
+            return tokens * self.kv_transfer_seconds_per_token
+        shape = self.models[model]
+        return tokens * shape.kv_bytes_per_token / (inst.gpu.host_link_bandwidth * inst.tp)
+
+
+class World:
+    """The simulated world of one run.
+
+    Args:
+        requests: the request table (sorted by arrival).
+        instances: resolved instance specs.
+        policy: the scheduling policy object.
+        latency: prices jobs.
+        block_size, lookahead: KV blocks of ``block_size`` tokens; a request holding ``L``
+            tokens holds ``ceil((L + lookahead) / block_size)`` blocks.
+        start_timeout: seconds after arrival by which a request must have started, else it
+            fails (policies apply it when they look at their queues).
+        max_time: stop the run at this simulated time even if requests remain (None: drain).
+        record_token_times: keep every token's emission time (memory grows with tokens).
+    """
+
+    def __init__(
+        self,
+        requests: RequestTable,
+        instances: Sequence[InstanceSpec],
+        policy: Policy,
+        latency: ClusterLatency,
+        block_size: int = 16,
+        lookahead: int = 0,
+        start_timeout: float = 15.0,
+        max_time: float | None = None,
+        record_token_times: bool = False,
+    ) -> None:
+        self.env = CountingEnvironment()
+        self.requests = requests
+        self.policy = policy
+        self.latency = latency
+        self.block_size = block_size
+        self.lookahead = lookahead
+        self.start_timeout = start_timeout
+        self.max_time = max_time
+        self.gap_hist = np.zeros(kernels.GAP_HIST_BINS, dtype=np.int64)
+        self.resolved = 0
+        self.arrived = 0
+        self.stop_reason = "drained"
+        self._done = self.env.event()
+        #: called as ``progress(arrived, total)`` about every 1 % of arrivals (CLI progress)
+        self.progress: Callable[[int, int], None] | None = None
+        self.token_offsets: np.ndarray | None = None
+        self.token_times: np.ndarray | None = None
+        if record_token_times:
+            self.token_offsets = np.zeros(requests.n + 1, dtype=np.int64)
+            np.cumsum(requests.output_len, out=self.token_offsets[1:])
+            self.token_times = np.full(int(self.token_offsets[-1]), np.nan)
+        self.instances = [
+            Instance(self, i, s.gpu, s.tp, s.role, s.model, s.group)
+            for i, s in enumerate(instances)
+        ]
+        policy.attach(self)
+        self.env.process(self._arrivals())
+
+    # -- helpers for policies ----------------------------------------------------------------
+
+    def blocks_for(self, tokens: Any) -> Any:
+        """KV blocks that ``tokens`` held tokens need (scalar or array)."""
+        return (tokens + self.lookahead + self.block_size - 1) // self.block_size
+
+    def kv_max_steps(self, inst: Instance, ids: np.ndarray, cap_steps: int) -> int:
+        """Largest number of decode steps (<= ``cap_steps``) of batch ``ids`` that fits KV."""
+        req = self.requests
+        held = req.input_len[ids] + req.generated[ids]
+        remaining = req.output_len[ids] - req.generated[ids]
+        capacity = inst.kv_capacity_blocks - inst.kv_blocks_used + int(req.kv_blocks[ids].sum())
+        return int(kernels.kv_max_steps(held, remaining, int(cap_steps), capacity,
+                                        self.block_size, self.lookahead))
+
+    def fail(self, rid: int, when: float, reason: int = 1) -> None:
+        """Mark ``rid`` failed at ``when`` (it must hold no KV)."""
+        req = self.requests
+        req.status[rid] = Status.FAILED
+        req.finish[rid] = when
+        req.fail_reason[rid] = reason
+        self._resolve(1)
+
+    def reject(self, rid: int, now: float) -> None:
+        """Refuse ``rid`` at arrival (reported as rejected)."""
+        req = self.requests
+        req.status[rid] = Status.REJECTED
+        req.finish[rid] = now
+        self._resolve(1)
+
+    def expired(self, rid: int, now: float) -> bool:
+        """True when ``rid`` never started and waited past the start timeout: it is failed now.
+
+        Policies call this on the request they are about to admit.
+        """
+        req = self.requests
+        if now - req.arrival[rid] > self.start_timeout and req.generated[rid] == 0:
+            self.fail(rid, float(req.arrival[rid] + self.start_timeout))
+            return True
+        return False
+
+    def evict(self, inst: Instance, rid: int) -> None:
+        """Preempt ``rid`` by recomputation: free its KV; it waits to be prefilled again."""
+        req = self.requests
+        inst.kv_blocks_used -= int(req.kv_blocks[rid])
+        req.kv_blocks[rid] = 0
+        req.status[rid] = Status.WAITING
+        req.preemptions[rid] += 1
+
+    # -- called by instances -----------------------------------------------------------------
+
+    def emit_first_tokens(self, ids: np.ndarray, t: float) -> None:
+        req = self.requests
+        if self.token_times is not None and self.token_offsets is not None:
+            self.token_times[self.token_offsets[ids] + req.generated[ids]] = t
+        kernels.emit_one_token(
+            ids, t, req.arrival, req.generated, req.first_token, req.last_token, req.slo_start,
+            req.slo_accum, req.slo_target, req.slo_qos, req.ttft_slo, req.tbt_slo, req.gap_sum,
+            req.gap_max, req.late_gaps, self.gap_hist,
+        )
+
+    def advance_decode(
+        self, ids: np.ndarray, steps: int, t0: float, first_step: float, growth: float
+    ) -> None:
+        req = self.requests
+        if self.token_times is not None and self.token_offsets is not None:
+            kernels.record_token_times(ids, steps, t0, first_step, growth, req.generated[ids],
+                                       self.token_offsets, self.token_times)
+        kernels.advance_decode(
+            ids, steps, t0, first_step, growth, req.arrival, req.generated, req.last_token,
+            req.slo_start, req.slo_accum, req.slo_target, req.slo_qos, req.tbt_slo, req.gap_sum,
+            req.gap_max, req.late_gaps, self.gap_hist,
+        )
+
+    def settle(self, inst: Instance, ids: np.ndarray) -> None:
+        """After a job: finish requests that emitted their last token, resize KV of the rest."""
+        req = self.requests
+        gen = req.generated[ids]
+        done = gen >= req.output_len[ids]
+        blocks = self.blocks_for(req.input_len[ids] + gen)
+        blocks[done] = 0
+        inst.kv_blocks_used += int((blocks - req.kv_blocks[ids]).sum())
+        req.kv_blocks[ids] = blocks
+        if inst.kv_blocks_used > inst.kv_capacity_blocks:
+            raise EngineError(
+                f"{inst.name}: {inst.kv_blocks_used} KV blocks in use, capacity "
+                f"{inst.kv_capacity_blocks}"
+            )
+        if done.any():
+            fin = ids[done]
+            req.status[fin] = Status.FINISHED
+            req.finish[fin] = self.env.now
+            self._resolve(int(fin.shape[0]))
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def _resolve(self, count: int) -> None:
+        self.resolved += count
+        if self.resolved >= self.requests.n and not self._done.triggered:
+            self._done.succeed()
+
+    def _arrivals(self) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        req = self.requests
+        arrival = req.arrival
+        policy = self.policy
+        status = req.status
+        every = max(1, req.n // 100)
+        for rid in range(req.n):
+            delay = arrival[rid] - env.now
+            if delay > 0:
+                yield env.timeout(delay)
+            status[rid] = Status.WAITING
+            self.arrived += 1
+            policy.on_arrival(rid, env.now)
+            if self.progress is not None and self.arrived % every == 0:
+                self.progress(self.arrived, req.n)
+
+    def run(self) -> None:
+        """Run until every request is finished, failed or rejected (or ``max_time``)."""
+        if self.requests.n == 0:
+            return
+        if self.max_time is not None:
+            cap = self.env.timeout(self.max_time)
+            cap.callbacks.append(self._stop_at_cap)
+        try:
+            self.env.run(until=self._done)
+        except RuntimeError as exc:  # the queue ran dry before every request was resolved
+            if "No scheduled events left" not in str(exc):
+                raise
+            self.stop_reason = "stalled"
+        self._close()
+
+    def _stop_at_cap(self, _ev: simpy.Event) -> None:
+        if not self._done.triggered:
+            self.stop_reason = "max_time"
+            self._done.succeed()
+
+    def _close(self) -> None:
+        """Resolve what is left when the run stops early: unfinished or failed."""
+        req = self.requests
+        now = self.env.now
+        open_ = np.flatnonzero(np.isin(req.status, (Status.WAITING, Status.RUNNING,
+                                                    Status.SWAPPED, Status.PENDING)))
+        if open_.size == 0:
+            return
+        never = open_[(req.generated[open_] == 0) & (req.status[open_] != Status.PENDING)]
+        timed_out = never[now - req.arrival[never] > self.start_timeout]
+        req.status[timed_out] = Status.FAILED
+        req.finish[timed_out] = req.arrival[timed_out] + self.start_timeout
+        req.fail_reason[timed_out] = 1
+        rest = np.setdiff1d(open_, timed_out)
+        if self.stop_reason == "stalled":
+            req.status[rest] = Status.FAILED
+            req.fail_reason[rest] = 3
+            req.finish[rest] = now
+        else:
+            req.status[rest] = Status.UNFINISHED
+        for inst in self.instances:
+            inst.kv_blocks_used = 0
+        req.kv_blocks[open_] = 0

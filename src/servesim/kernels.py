@@ -1,0 +1,204 @@
+"""Numba kernels of the hot path, and nothing else.
+
+Every kernel updates struct-of-arrays columns of the request table in place. Each has a
+pure-Python twin in ``tests/naive.py`` that the tests compare it with on generated inputs.
+
+The SLO state of a request is the running state of the token-level attainment scan of
+``specs/metrics-and-workloads.md``, kept per request so that no per-token history is needed:
+``slo_start`` and ``slo_target`` are seconds since arrival, ``slo_accum`` and ``slo_qos`` are
+seconds of service covered by met deadlines. After the last token the attainment is
+``(slo_qos + min(slo_target, total - slo_start)) / total`` with ``total = last - arrival``.
+
+Inter-token gaps also go into a log-spaced histogram (``GAP_HIST_*``) from which the
+cluster-wide TBT percentiles are read.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+#: Histogram of inter-token gaps: bin i covers [LO * 10**(i/PER_DECADE), LO * 10**((i+1)/PER_DECADE)).
+GAP_HIST_LO = 1e-6
+GAP_HIST_PER_DECADE = 200
+GAP_HIST_BINS = GAP_HIST_PER_DECADE * 10  # 1 us .. 10,000 s
+
+
+@njit(cache=True, inline="always")
+def _gap_bin(gap: float) -> int:
+    if gap <= GAP_HIST_LO:
+        return 0
+    b = int((math.log10(gap) - math.log10(GAP_HIST_LO)) * GAP_HIST_PER_DECADE)
+    if b >= GAP_HIST_BINS:
+        return GAP_HIST_BINS - 1
+    return b
+
+
+@njit(cache=True, inline="always")
+def _slo_token(
+    r: int, t: float, arrival: np.ndarray, slo_start: np.ndarray, slo_accum: np.ndarray,
+    slo_target: np.ndarray, slo_qos: np.ndarray, tbt: float,
+) -> None:
+    """One step of the attainment scan for a token of request ``r`` emitted at ``t``."""
+    cum = t - arrival[r]
+    if cum - slo_start[r] <= slo_target[r]:
+        slo_accum[r] = slo_target[r]
+    else:
+        slo_qos[r] += slo_accum[r]
+        slo_start[r] = cum
+        slo_accum[r] = 0.0
+    slo_target[r] += tbt
+
+
+@njit(cache=True)
+def emit_one_token(
+    ids: np.ndarray, t: float, arrival: np.ndarray, generated: np.ndarray,
+    first_token: np.ndarray, last_token: np.ndarray, slo_start: np.ndarray,
+    slo_accum: np.ndarray, slo_target: np.ndarray, slo_qos: np.ndarray, ttft_slo: np.ndarray,
+    tbt_slo: np.ndarray, gap_sum: np.ndarray, gap_max: np.ndarray, late_gaps: np.ndarray,
+    gap_hist: np.ndarray,
+) -> None:
+    """Every request in ``ids`` emits one token at time ``t`` (the end of a prefill).
+
+    The first token of a request sets its TTFT and starts its SLO scan (``target = TTFT``);
+    a later one (a recomputation after preemption) is an ordinary inter-token gap.
+    """
+    for j in range(ids.shape[0]):
+        r = ids[j]
+        if generated[r] == 0:
+            first_token[r] = t
+            slo_start[r] = 0.0
+            slo_accum[r] = 0.0
+            slo_qos[r] = 0.0
+            slo_target[r] = ttft_slo[r]
+        else:
+            gap = t - last_token[r]
+            gap_sum[r] += gap
+            if gap > gap_max[r]:
+                gap_max[r] = gap
+            if gap > tbt_slo[r]:
+                late_gaps[r] += 1
+            gap_hist[_gap_bin(gap)] += 1
+        _slo_token(r, t, arrival, slo_start, slo_accum, slo_target, slo_qos, tbt_slo[r])
+        last_token[r] = t
+        generated[r] += 1
+
+
+@njit(cache=True)
+def advance_decode(
+    ids: np.ndarray, steps: int, t0: float, first_step: float, step_growth: float,
+    arrival: np.ndarray, generated: np.ndarray, last_token: np.ndarray, slo_start: np.ndarray,
+    slo_accum: np.ndarray, slo_target: np.ndarray, slo_qos: np.ndarray, tbt_slo: np.ndarray,
+    gap_sum: np.ndarray, gap_max: np.ndarray, late_gaps: np.ndarray, gap_hist: np.ndarray,
+) -> None:
+    """Credit ``steps`` decode steps of a fixed batch that started at ``t0``.
+
+    Step ``i`` (1-based) ends at ``t0 + i*first_step + step_growth*i*(i-1)/2`` where
+    ``first_step = a + c*B + b*C0`` and ``step_growth = b*B`` (the closed form of
+    ``specs/latency-model.md``); every request of the batch emits one token per step.
+    """
+    for j in range(ids.shape[0]):
+        r = ids[j]
+        last = last_token[r]
+        tbt = tbt_slo[r]
+        gsum = 0.0
+        gmax = gap_max[r]
+        late = 0
+        for i in range(1, steps + 1):
+            t = t0 + i * first_step + step_growth * (i * (i - 1) * 0.5)
+            gap = t - last
+            gsum += gap
+            if gap > gmax:
+                gmax = gap
+            if gap > tbt:
+                late += 1
+            gap_hist[_gap_bin(gap)] += 1
+            _slo_token(r, t, arrival, slo_start, slo_accum, slo_target, slo_qos, tbt)
+            last = t
+        last_token[r] = last
+        gap_sum[r] += gsum
+        gap_max[r] = gmax
+        late_gaps[r] += late
+        generated[r] += steps
+
+
+@njit(cache=True)
+def record_token_times(
+    ids: np.ndarray, steps: int, t0: float, first_step: float, step_growth: float,
+    generated_before: np.ndarray, offsets: np.ndarray, token_times: np.ndarray,
+) -> None:
+    """Write the emission time of each token of a decode segment into a CSR token table.
+
+    ``offsets[r]`` is where request ``r``'s tokens start in ``token_times``; token number
+    ``generated_before[j] + i - 1`` of request ``ids[j]`` is emitted at the end of step ``i``.
+    """
+    for j in range(ids.shape[0]):
+        base = offsets[ids[j]] + generated_before[j]
+        for i in range(1, steps + 1):
+            token_times[base + i - 1] = t0 + i * first_step + step_growth * (i * (i - 1) * 0.5)
+
+
+@njit(cache=True)
+def _blocks_needed(
+    held: np.ndarray, remaining: np.ndarray, steps: int, block_size: int, lookahead: int
+) -> int:
+    total = 0
+    for j in range(held.shape[0]):
+        extra = steps if steps < remaining[j] - 1 else remaining[j] - 1
+        total += (held[j] + extra + lookahead + block_size - 1) // block_size
+    return total
+
+
+@njit(cache=True)
+def kv_max_steps(
+    held: np.ndarray, remaining: np.ndarray, cap_steps: int, capacity_blocks: int,
+    block_size: int, lookahead: int,
+) -> int:
+    """Largest ``k <= cap_steps`` whose KV need fits ``capacity_blocks``.
+
+    A request holding ``held`` tokens (input + generated) with ``remaining`` tokens to go needs
+    ``ceil((held + min(k, remaining - 1) + lookahead) / block_size)`` blocks after ``k`` steps
+    (a finishing request never needs the slot of a token it will not process). Returns 0 when
+    not even one step fits (the policy must preempt).
+    """
+    if _blocks_needed(held, remaining, cap_steps, block_size, lookahead) <= capacity_blocks:
+        return cap_steps
+    lo = 0
+    hi = cap_steps  # need(lo) fits (or lo == 0), need(hi) does not
+    if _blocks_needed(held, remaining, 0, block_size, lookahead) > capacity_blocks:
+        return 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _blocks_needed(held, remaining, mid, block_size, lookahead) <= capacity_blocks:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
+def slo_attainment_from_gaps(gaps: np.ndarray, ttft: float, tbt: float) -> float:
+    """The exact attainment scan over gaps ``g_0 = time to first token, g_1, ...``."""
+    total = 0.0
+    for g in gaps:
+        total += g
+    if total <= 0.0:
+        return 1.0 if gaps.shape[0] > 0 else 0.0
+    qos = 0.0
+    start = 0.0
+    accum = 0.0
+    target = ttft
+    cum = 0.0
+    for g in gaps:
+        cum += g
+        if cum - start <= target:
+            accum = target
+        else:
+            qos += accum
+            start = cum
+            accum = 0.0
+        target += tbt
+    qos += min(target, total - start)
+    return qos / total

@@ -1,0 +1,6 @@
+"""Scheduling policies, registered by name (see :mod:`servesim.policies.base`)."""
+
+from servesim.policies import fcfs
+from servesim.policies.base import REGISTRY, Policy, get_policy, policy_names, register
+
+__all__ = ["REGISTRY", "Policy", "get_policy", "policy_names", "register", "fcfs"]

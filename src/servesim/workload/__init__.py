@@ -1,0 +1,1 @@
+"""Workload generation: arrival processes, length distributions, trace readers."""
