@@ -157,6 +157,8 @@ def instances_frame(world: World, model_names: Sequence[str]) -> pd.DataFrame:
                 "utilization": busy / span,
                 "switches": inst.switches,
                 "switch_seconds": inst.switch_seconds,
+                "kv_capacity_blocks": inst.kv_capacity_blocks,
+                "kv_blocks_peak": inst.kv_blocks_peak,
             }
         )
     return pd.DataFrame(rows)

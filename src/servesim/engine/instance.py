@@ -57,6 +57,7 @@ class Instance:
         self.model = model
         self.state = "idle"
         self.kv_blocks_used = 0
+        self.kv_blocks_peak = 0
         self.busy = dict.fromkeys(PHASES, 0.0)
         self.switches = 0
         self.switch_seconds = 0.0
@@ -167,6 +168,8 @@ class Instance:
         held = req.input_len[ids] + req.generated[ids]
         new_blocks = world.blocks_for(held + 1) - req.kv_blocks[ids]
         self.kv_blocks_used += int(new_blocks.sum())
+        if self.kv_blocks_used > self.kv_blocks_peak:
+            self.kv_blocks_peak = self.kv_blocks_used
         if self.kv_blocks_used > self.kv_capacity_blocks:
             raise EngineError(
                 f"{self.name}: prefill needs {self.kv_blocks_used} KV blocks, "

@@ -260,6 +260,8 @@ class World:
         blocks[done] = 0
         inst.kv_blocks_used += int((blocks - req.kv_blocks[ids]).sum())
         req.kv_blocks[ids] = blocks
+        if inst.kv_blocks_used > inst.kv_blocks_peak:
+            inst.kv_blocks_peak = inst.kv_blocks_used
         if inst.kv_blocks_used > inst.kv_capacity_blocks:
             raise EngineError(
                 f"{inst.name}: {inst.kv_blocks_used} KV blocks in use, capacity "
