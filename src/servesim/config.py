@@ -98,7 +98,7 @@ def convert(tp: Any, value: Any, path: str) -> Any:
             + ", ".join(str(c) for c in choices)
         )
     if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
+        if isinstance(value, typing.cast(type, tp)):
             return value
         hook = getattr(tp, "from_config", None)
         if hook is not None:

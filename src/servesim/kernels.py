@@ -20,7 +20,7 @@ import math
 import numpy as np
 from numba import njit
 
-#: Histogram of inter-token gaps: bin i covers [LO * 10**(i/PER_DECADE), LO * 10**((i+1)/PER_DECADE)).
+#: Histogram of inter-token gaps: bin i covers LO * 10**(i/PER_DECADE) up to the next bin.
 GAP_HIST_LO = 1e-6
 GAP_HIST_PER_DECADE = 200
 GAP_HIST_BINS = GAP_HIST_PER_DECADE * 10  # 1 us .. 10,000 s

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,7 @@ def _profile_file_name(gpu: str, model: str, tp: int) -> str:
     return f"{gpu.lower()}/{model}{suffix}.yaml"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read_profile_file(path: str) -> Profile:
     with open(path, encoding="utf-8") as fh:
         doc = yaml.safe_load(fh)
@@ -210,12 +210,12 @@ def derive_profile(gpu: GPU, model: ModelShape, tp: int = 1) -> Profile:
     rows: list[tuple[float, ...]] = []
     for p in fitted:
         s = get_model(p.model)
-        lin = s.layers * s.flops_per_token_factor
-        att = s.layers * s.hidden
-        kvb = s.kv_bytes_per_token
+        s_lin = s.layers * s.flops_per_token_factor
+        s_att = float(s.layers * s.hidden)
+        s_kvb = float(s.kv_bytes_per_token)
         rows.append(
-            (p.prefill.a, p.prefill.b / lin, p.prefill.c / att, p.decode.a / lin,
-             p.decode.b / kvb, p.decode.c / lin)
+            (p.prefill.a, p.prefill.b / s_lin, p.prefill.c / s_att, p.decode.a / s_lin,
+             p.decode.b / s_kvb, p.decode.c / s_lin)
         )
     med = [sorted(col)[len(col) // 2] for col in zip(*rows, strict=True)]
     lin = model.layers * model.flops_per_token_factor / tp

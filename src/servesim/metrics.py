@@ -108,8 +108,9 @@ def requests_frame(world: World, model_names: Sequence[str], tenant_names: Seque
         {
             "id": np.arange(req.n, dtype=np.int64),
             "arrival": req.arrival,
-            "model": pd.Categorical.from_codes(req.model, categories=list(model_names)),
-            "tenant": pd.Categorical.from_codes(req.tenant, categories=list(tenant_names)),
+            "model": pd.Categorical.from_codes(req.model, categories=pd.Index(list(model_names))),
+            "tenant": pd.Categorical.from_codes(req.tenant,
+                                                categories=pd.Index(list(tenant_names))),
             "source": req.source,
             "input_len": req.input_len,
             "output_len": req.output_len,

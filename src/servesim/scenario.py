@@ -287,7 +287,9 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> None:
 def scenario_from_dict(raw: Any, base_dir: str | None = None) -> Scenario:
     """Validate a raw scenario mapping into a :class:`Scenario`."""
     if not isinstance(raw, dict):
-        raise ScenarioError(f"scenario: expected a mapping at the top level, got {type(raw).__name__}")
+        raise ScenarioError(
+            f"scenario: expected a mapping at the top level, got {type(raw).__name__}"
+        )
     scenario = build(Scenario, raw)
     return dataclasses.replace(scenario, base_dir=base_dir)
 

@@ -193,9 +193,9 @@ def prepare(scenario: Scenario) -> Prepared:
     )
     # every model must fit at least one instance group; profiles must exist or be derivable
     groups = {(s.gpu.name, s.tp): s.gpu for s in instances}
-    for m, shape in enumerate(dep.shapes):
+    for m in range(len(dep.shapes)):
         errors = []
-        for (gname, tp), gpu in groups.items():
+        for (_gpu_name, tp), gpu in groups.items():
             try:
                 latency.capacity_of(gpu, tp, m)
                 latency.profile(gpu, tp, m)

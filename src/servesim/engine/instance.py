@@ -9,6 +9,7 @@ the policy cuts it at the next step boundary.
 from __future__ import annotations
 
 from collections.abc import Generator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -122,9 +123,9 @@ class Instance:
     def _schedule_segment_end(self, delay: float) -> None:
         seg_id = self._seg_id
         timer = self.world.env.timeout(max(0.0, delay))
-        timer.callbacks.append(lambda _ev, s=seg_id, end=self._seg_end: self._end_segment(s, end))
+        timer.callbacks.append(partial(self._end_segment, seg_id, self._seg_end))
 
-    def _end_segment(self, seg_id: int, end: float) -> None:
+    def _end_segment(self, seg_id: int, end: float, _ev: simpy.Event | None = None) -> None:
         ev = self._seg_event
         if seg_id == self._seg_id and end == self._seg_end and ev is not None and not ev.triggered:
             ev.succeed()
