@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from servesim.errors import ServesimError
@@ -29,6 +30,25 @@ def _parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
             raise ServesimError(f"--set {pair!r}: expected path.to.field=value")
         out[key.strip()] = value
     return out
+
+
+def _tp(text: str) -> int:
+    """``--tp``: GPUs per instance, 1..64 (the bounds of ``cluster[].tp``)."""
+    try:
+        tp = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 1 <= tp <= 64:
+        raise argparse.ArgumentTypeError(f"must be >= 1 and <= 64, got {tp}")
+    return tp
+
+
+def _prepare_out(out: str) -> None:
+    """Create the ``--out`` folder before the run, so an unusable path fails fast."""
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ServesimError(f"--out {out}: cannot create folder ({exc.strerror or exc})") from None
 
 
 def _fmt(value: Any) -> str:
@@ -80,11 +100,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from servesim.simulate import simulate
 
     scenario = load_scenario(args.scenario, overrides=_parse_sets(args.set), seed=args.seed)
+    if args.out:
+        _prepare_out(args.out)
     progress = _Progress(enabled=(not args.quiet) and (args.progress or sys.stderr.isatty()))
     result = simulate(scenario, progress=progress)
     progress.close()
     if args.out:
-        result.save(args.out)
+        try:
+            result.save(args.out)
+        except OSError as exc:
+            raise ServesimError(f"--out {args.out}: cannot write ({exc})") from None
     if args.json:
         print(json.dumps(result.summary, indent=2))
     elif not args.quiet:
@@ -177,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     ps = psub.add_parser("show", help="show one profile (fitted or derived)")
     ps.add_argument("gpu")
     ps.add_argument("model")
-    ps.add_argument("--tp", type=int, default=1)
+    ps.add_argument("--tp", type=_tp, default=1, help="GPUs per instance (1..64)")
     ps.add_argument("--json", action="store_true")
     ps.set_defaults(func=cmd_profiles_show)
     pf = psub.add_parser("fit", help="fit a profile from vLLM benchmark_latency JSON files")

@@ -148,6 +148,11 @@ def convert(tp: Any, value: Any, path: str) -> Any:
     raise TypeError(f"unsupported config type {tp!r} at {path}")
 
 
+def _bound(value: float) -> str:
+    # integer bounds exactly (seed: "< 9223372036854775808", not "< 9.22337e+18")
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def _check_bounds(f: dataclasses.Field[Any], value: Any, path: str) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool):
         return
@@ -160,8 +165,9 @@ def _check_bounds(f: dataclasses.Field[Any], value: Any, path: str) -> None:
     ):
         bound = meta.get(key)
         if bound is not None and not ok(value, bound):
-            parts = [f"{w} {meta[k]:g}" for k, w in (("gt", ">"), ("ge", ">="), ("lt", "<"),
-                                                        ("le", "<=")) if meta.get(k) is not None]
+            parts = [f"{w} {_bound(meta[k])}" for k, w in (("gt", ">"), ("ge", ">="),
+                                                             ("lt", "<"), ("le", "<="))
+                     if meta.get(k) is not None]
             raise ScenarioError(f"{path}: must be {' and '.join(parts)}, got {_short(value)}")
         del word
 

@@ -52,6 +52,88 @@ def _slo_token(
     slo_target[r] += tbt
 
 
+#: ``status`` codes the kernels write (must match :class:`servesim.engine.requests.Status`).
+RUNNING = 2
+FINISHED = 4
+
+
+@njit(cache=True)
+def settle(
+    ids: np.ndarray, now: float, input_len: np.ndarray, output_len: np.ndarray,
+    generated: np.ndarray, kv_blocks: np.ndarray, status: np.ndarray, finish: np.ndarray,
+    block_size: int, lookahead: int,
+) -> tuple[int, int]:
+    """After a job: finish requests that emitted their last token (freeing their KV) and size
+    the KV of the others to ``ceil((input + generated + lookahead) / block_size)`` blocks.
+
+    Returns ``(change in blocks held, number of requests finished)``.
+    """
+    delta = 0
+    finished = 0
+    for j in range(ids.shape[0]):
+        r = ids[j]
+        if generated[r] >= output_len[r]:
+            delta -= kv_blocks[r]
+            kv_blocks[r] = 0
+            status[r] = FINISHED
+            finish[r] = now
+            finished += 1
+        else:
+            blocks = (input_len[r] + generated[r] + lookahead + block_size - 1) // block_size
+            delta += blocks - kv_blocks[r]
+            kv_blocks[r] = blocks
+    return delta, finished
+
+
+@njit(cache=True)
+def begin_prefill(
+    ids: np.ndarray, now: float, inst_index: int, inst_model: int, model: np.ndarray,
+    input_len: np.ndarray, generated: np.ndarray, kv_blocks: np.ndarray,
+    first_scheduled: np.ndarray, status: np.ndarray, instance: np.ndarray, block_size: int,
+    lookahead: int,
+) -> tuple[int, float, float, int]:
+    """Allocate KV for a prefill of ``ids`` (context + the slot of the token it emits), mark
+    them running on the instance and sum their context tokens.
+
+    Returns ``(change in blocks held, sum L, sum L^2, requests of another model)``.
+    """
+    delta = 0
+    tokens = 0.0
+    tokens_sq = 0.0
+    wrong_model = 0
+    for j in range(ids.shape[0]):
+        r = ids[j]
+        if model[r] != inst_model:
+            wrong_model += 1
+        held = input_len[r] + generated[r]
+        blocks = (held + 1 + lookahead + block_size - 1) // block_size
+        delta += blocks - kv_blocks[r]
+        kv_blocks[r] = blocks
+        if first_scheduled[r] != first_scheduled[r]:  # NaN: never scheduled before
+            first_scheduled[r] = now
+        status[r] = RUNNING
+        instance[r] = inst_index
+        tokens += held
+        tokens_sq += float(held) * float(held)
+    return delta, tokens, tokens_sq, wrong_model
+
+
+@njit(cache=True)
+def decode_batch(
+    ids: np.ndarray, input_len: np.ndarray, output_len: np.ndarray, generated: np.ndarray
+) -> tuple[float, int]:
+    """``(total context tokens, fewest tokens any request still has to generate)``."""
+    context = 0.0
+    fewest = 1 << 62
+    for j in range(ids.shape[0]):
+        r = ids[j]
+        context += input_len[r] + generated[r]
+        rem = output_len[r] - generated[r]
+        if rem < fewest:
+            fewest = rem
+    return context, fewest
+
+
 @njit(cache=True)
 def emit_one_token(
     ids: np.ndarray, t: float, arrival: np.ndarray, generated: np.ndarray,
@@ -176,6 +258,25 @@ def kv_max_steps(
         else:
             hi = mid
     return lo
+
+
+@njit(cache=True)
+def kv_max_steps_of(
+    ids: np.ndarray, input_len: np.ndarray, output_len: np.ndarray, generated: np.ndarray,
+    kv_blocks: np.ndarray, cap_steps: int, free_blocks: int, block_size: int, lookahead: int,
+) -> int:
+    """:func:`kv_max_steps` for the batch ``ids`` of the request table, given the instance's
+    free blocks (the batch's own blocks count as available to it)."""
+    n = ids.shape[0]
+    held = np.empty(n, dtype=np.int64)
+    remaining = np.empty(n, dtype=np.int64)
+    capacity = free_blocks
+    for j in range(n):
+        r = ids[j]
+        held[j] = input_len[r] + generated[r]
+        remaining[j] = output_len[r] - generated[r]
+        capacity += kv_blocks[r]
+    return kv_max_steps(held, remaining, cap_steps, capacity, block_size, lookahead)
 
 
 @njit(cache=True)

@@ -9,7 +9,6 @@ the policy cuts it at the next step boundary.
 from __future__ import annotations
 
 from collections.abc import Generator
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,6 +54,9 @@ class Instance:
         self.role = role
         self.group = group
         self.name = f"{gpu.name.lower()}-{index}"
+        self.kv_capacity_blocks = 0
+        self.step_model: StepModel | None = None
+        self._model = -1
         self.model = model
         self.state = "idle"
         self.kv_blocks_used = 0
@@ -64,36 +66,38 @@ class Instance:
         self.switch_seconds = 0.0
         self.policy_state: Any = None
         self._wake: simpy.Event | None = None
-        # current decode segment
-        self._seg_event: simpy.Event | None = None
-        self._seg_id = 0
+        # the running decode segment (fast-forwarded)
         self._seg_t0 = 0.0
         self._seg_steps = 0
         self._seg_end = 0.0
-        self._seg_model: StepModel | None = None
         self._seg_context = 0.0
         self._seg_batch = 0
+        self._seg_poked = False
         self.process = world.env.process(self._run())
 
-    # -- properties the policies read ---------------------------------------------------------
-
     @property
-    def kv_capacity_blocks(self) -> int:
-        """KV capacity in blocks with the resident model (0 when none)."""
-        if self.model < 0:
-            return 0
-        return self.world.latency.kv_capacity(self, self.model)
+    def model(self) -> int:
+        """Resident deployed-model index (-1: none). Setting it (placement at time 0, or the
+        end of a switch) also sets ``kv_capacity_blocks`` and ``step_model``; it raises a
+        ServesimError when the model does not fit this instance."""
+        return self._model
+
+    @model.setter
+    def model(self, model: int) -> None:
+        self._model = model
+        if model < 0:
+            self.kv_capacity_blocks = 0
+            self.step_model = None
+        else:
+            latency = self.world.latency
+            self.kv_capacity_blocks = latency.kv_capacity(self, model)
+            self.step_model = latency.step_model(self, model)
 
     @property
     def kv_blocks_free(self) -> int:
         return self.kv_capacity_blocks - self.kv_blocks_used
 
-    @property
-    def step_model(self) -> StepModel:
-        """Step times of the resident model on this instance."""
-        return self.world.latency.step_model(self, self.model)
-
-    # -- control from the policy (through the world) ------------------------------------------
+    # -- control from the policy --------------------------------------------------------------
 
     def wake(self) -> None:
         """Wake the instance if it is idle (it will ask its policy for a job)."""
@@ -102,33 +106,28 @@ class Instance:
             ev.succeed()
 
     def poke(self) -> None:
-        """Cut the running decode segment at its next step boundary (no-op otherwise)."""
-        if self.state == "idle":
+        """Cut the running decode segment at its next step boundary (wake it when idle)."""
+        state = self.state
+        if state == "idle":
             self.wake()
             return
-        if self.state != "decode" or self._seg_model is None:
+        if state != "decode" or self._seg_poked:
             return
-        now = self.world.env.now
-        sm = self._seg_model
-        elapsed = now - self._seg_t0
+        env = self.world.env
+        if env.active_process is self.process:
+            return  # it is deciding right now and will ask its policy anyway
+        sm = self.step_model
+        assert sm is not None
+        elapsed = env.now - self._seg_t0
         k = sm.decode_steps_within(elapsed, self._seg_context, self._seg_batch)
-        if sm.decode_time(k, self._seg_context, self._seg_batch) < elapsed or k == 0:
+        if k == 0 or sm.decode_time(k, self._seg_context, self._seg_batch) < elapsed:
             k += 1  # a step is in progress: stop when it ends
         if k >= self._seg_steps:
             return
         self._seg_steps = k
         self._seg_end = self._seg_t0 + sm.decode_time(k, self._seg_context, self._seg_batch)
-        self._schedule_segment_end(self._seg_end - now)
-
-    def _schedule_segment_end(self, delay: float) -> None:
-        seg_id = self._seg_id
-        timer = self.world.env.timeout(max(0.0, delay))
-        timer.callbacks.append(partial(self._end_segment, seg_id, self._seg_end))
-
-    def _end_segment(self, seg_id: int, end: float, _ev: simpy.Event | None = None) -> None:
-        ev = self._seg_event
-        if seg_id == self._seg_id and end == self._seg_end and ev is not None and not ev.triggered:
-            ev.succeed()
+        self._seg_poked = True
+        self.process.interrupt()
 
     # -- the process --------------------------------------------------------------------------
 
@@ -157,6 +156,17 @@ class Instance:
                 raise EngineError(f"policy {policy.name!r} returned {job!r}, not a job")
             policy.on_done(self, job, env.now)
 
+    def _add_blocks(self, delta: int) -> None:
+        used = self.kv_blocks_used + delta
+        self.kv_blocks_used = used
+        if delta > 0:
+            if used > self.kv_blocks_peak:
+                self.kv_blocks_peak = used
+            if used > self.kv_capacity_blocks:
+                raise EngineError(
+                    f"{self.name}: {used} KV blocks in use, capacity {self.kv_capacity_blocks}"
+                )
+
     def _prefill(self, job: Prefill) -> Generator[simpy.Event, Any, None]:
         world = self.world
         req = world.requests
@@ -164,31 +174,23 @@ class Instance:
         ids = job.ids
         if ids.shape[0] == 0:
             raise EngineError(f"{self.name}: empty prefill")
-        if self.model < 0 or np.any(req.model[ids] != self.model):
-            raise EngineError(f"{self.name}: prefill of requests whose model is not resident")
-        held = req.input_len[ids] + req.generated[ids]
-        new_blocks = world.blocks_for(held + 1) - req.kv_blocks[ids]
-        self.kv_blocks_used += int(new_blocks.sum())
-        if self.kv_blocks_used > self.kv_blocks_peak:
-            self.kv_blocks_peak = self.kv_blocks_used
-        if self.kv_blocks_used > self.kv_capacity_blocks:
-            raise EngineError(
-                f"{self.name}: prefill needs {self.kv_blocks_used} KV blocks, "
-                f"capacity {self.kv_capacity_blocks}"
-            )
-        req.kv_blocks[ids] += new_blocks
-        now = env.now
-        fresh = ids[np.isnan(req.first_scheduled[ids])]
-        req.first_scheduled[fresh] = now
-        req.status[ids] = Status.RUNNING
-        req.instance[ids] = self.index
-        heldf = held.astype(np.float64)
-        duration = self.step_model.prefill_time(float(heldf.sum()), float((heldf * heldf).sum()))
+        sm = self.step_model
+        if sm is None:
+            raise EngineError(f"{self.name}: prefill with no resident model")
+        delta, tokens, tokens_sq, wrong = kernels.begin_prefill(
+            ids, env.now, self.index, self._model, req.model, req.input_len, req.generated,
+            req.kv_blocks, req.first_scheduled, req.status, req.instance, world.block_size,
+            world.lookahead,
+        )
+        if wrong:
+            raise EngineError(f"{self.name}: prefill of {wrong} requests of another model")
+        self._add_blocks(delta)
+        duration = sm.a_p + sm.b_p * tokens + sm.c_p * tokens_sq
         self.state = "prefill"
         yield env.timeout(duration)
         self.busy["prefill"] += duration
         world.emit_first_tokens(ids, env.now)
-        world.settle(self, ids)
+        self._add_blocks(world.settle(ids))
 
     def _decode(self, job: Decode) -> Generator[simpy.Event, Any, None]:
         world = self.world
@@ -198,35 +200,37 @@ class Instance:
         batch = int(ids.shape[0])
         if batch == 0:
             raise EngineError(f"{self.name}: empty decode batch")
-        remaining = req.output_len[ids] - req.generated[ids]
-        steps = min(int(job.max_steps), int(remaining.min()))
+        sm = self.step_model
+        if sm is None:
+            raise EngineError(f"{self.name}: decode with no resident model")
+        context, fewest = kernels.decode_batch(ids, req.input_len, req.output_len,
+                                               req.generated)
+        steps = min(int(job.max_steps), int(fewest))
         if steps <= 0:
             raise EngineError(f"{self.name}: decode job with max_steps={job.max_steps}")
-        sm = self.step_model
-        context = float((req.input_len[ids] + req.generated[ids]).sum())
+        first_step = sm.a_d + sm.c_d * batch + sm.b_d * context
+        growth = sm.b_d * batch
         self.state = "decode"
-        self._seg_id += 1
-        self._seg_event = env.event()
         self._seg_t0 = t0 = env.now
         self._seg_steps = steps
-        self._seg_model = sm
         self._seg_context = context
         self._seg_batch = batch
-        self._seg_end = t0 + sm.decode_time(steps, context, batch)
-        self._schedule_segment_end(self._seg_end - t0)
-        yield self._seg_event
+        self._seg_poked = False
+        duration = steps * first_step + growth * (steps * (steps - 1) / 2.0)
+        try:
+            yield env.timeout(duration)
+        except simpy.Interrupt:  # poked: run on to the step boundary poke() computed
+            yield env.timeout(max(0.0, self._seg_end - env.now))
         steps = self._seg_steps
-        self._seg_model = None
         self.busy["decode"] += env.now - t0
-        first_step = sm.a_d + sm.c_d * batch + sm.b_d * context
-        world.advance_decode(ids, steps, t0, first_step, sm.b_d * batch)
-        world.settle(self, ids)
+        world.advance_decode(ids, steps, t0, first_step, growth)
+        self._add_blocks(world.settle(ids))
 
     def _switch(self, job: Switch) -> Generator[simpy.Event, Any, None]:
         world = self.world
         if self.kv_blocks_used:
             raise EngineError(f"{self.name}: switch while {self.kv_blocks_used} KV blocks held")
-        duration = world.latency.switch_time(self, self.model, job.model)
+        duration = world.latency.switch_time(self, self._model, job.model)
         self.state = "switch"
         self.model = -1
         yield world.env.timeout(duration)
@@ -245,9 +249,7 @@ class Instance:
         if job.direction == "in":
             blocks = world.blocks_for(req.input_len[ids] + req.generated[ids])
             req.kv_blocks[ids] = blocks
-            self.kv_blocks_used += int(blocks.sum())
-            if self.kv_blocks_used > self.kv_capacity_blocks:
-                raise EngineError(f"{self.name}: KV swap-in over capacity")
+            self._add_blocks(int(blocks.sum()))
             req.status[ids] = Status.RUNNING
             req.instance[ids] = self.index
         yield world.env.timeout(duration)

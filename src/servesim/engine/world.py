@@ -14,7 +14,7 @@ import numpy as np
 import simpy
 
 from servesim import kernels
-from servesim.engine.instance import EngineError, Instance
+from servesim.engine.instance import Instance
 from servesim.engine.requests import RequestTable, Status
 from servesim.hardware import GPU, ModelShape
 from servesim.latency import Profile, StepModel, SwitchModel, kv_capacity_blocks
@@ -159,6 +159,8 @@ class World:
         self.max_time = max_time
         self.gap_hist = np.zeros(kernels.GAP_HIST_BINS, dtype=np.int64)
         self.resolved = 0
+        #: requests finished by the last settled job (policies skip bookkeeping when 0)
+        self.last_finished = 0
         self.arrived = 0
         self.stop_reason = "drained"
         self._done = self.env.event()
@@ -186,11 +188,9 @@ class World:
     def kv_max_steps(self, inst: Instance, ids: np.ndarray, cap_steps: int) -> int:
         """Largest number of decode steps (<= ``cap_steps``) of batch ``ids`` that fits KV."""
         req = self.requests
-        held = req.input_len[ids] + req.generated[ids]
-        remaining = req.output_len[ids] - req.generated[ids]
-        capacity = inst.kv_capacity_blocks - inst.kv_blocks_used + int(req.kv_blocks[ids].sum())
-        return int(kernels.kv_max_steps(held, remaining, int(cap_steps), capacity,
-                                        self.block_size, self.lookahead))
+        return int(kernels.kv_max_steps_of(
+            ids, req.input_len, req.output_len, req.generated, req.kv_blocks, int(cap_steps),
+            inst.kv_capacity_blocks - inst.kv_blocks_used, self.block_size, self.lookahead))
 
     def fail(self, rid: int, when: float, reason: int = 1) -> None:
         """Mark ``rid`` failed at ``when`` (it must hold no KV)."""
@@ -251,27 +251,17 @@ class World:
             req.gap_max, req.late_gaps, self.gap_hist,
         )
 
-    def settle(self, inst: Instance, ids: np.ndarray) -> None:
-        """After a job: finish requests that emitted their last token, resize KV of the rest."""
+    def settle(self, ids: np.ndarray) -> int:
+        """After a job: finish requests that emitted their last token, resize the KV of the
+        rest. Returns the change in blocks held; ``last_finished`` counts the finishes."""
         req = self.requests
-        gen = req.generated[ids]
-        done = gen >= req.output_len[ids]
-        blocks = self.blocks_for(req.input_len[ids] + gen)
-        blocks[done] = 0
-        inst.kv_blocks_used += int((blocks - req.kv_blocks[ids]).sum())
-        req.kv_blocks[ids] = blocks
-        if inst.kv_blocks_used > inst.kv_blocks_peak:
-            inst.kv_blocks_peak = inst.kv_blocks_used
-        if inst.kv_blocks_used > inst.kv_capacity_blocks:
-            raise EngineError(
-                f"{inst.name}: {inst.kv_blocks_used} KV blocks in use, capacity "
-                f"{inst.kv_capacity_blocks}"
-            )
-        if done.any():
-            fin = ids[done]
-            req.status[fin] = Status.FINISHED
-            req.finish[fin] = self.env.now
-            self._resolve(int(fin.shape[0]))
+        delta, finished = kernels.settle(ids, self.env.now, req.input_len, req.output_len,
+                                         req.generated, req.kv_blocks, req.status, req.finish,
+                                         self.block_size, self.lookahead)
+        self.last_finished = finished
+        if finished:
+            self._resolve(finished)
+        return int(delta)
 
     # -- the run -----------------------------------------------------------------------------
 

@@ -180,7 +180,7 @@ class Batcher:
             ids = job.ids[status[job.ids] == Status.RUNNING]
             if ids.shape[0]:
                 self.running = np.concatenate((self.running, ids))
-        elif isinstance(job, Decode):
+        elif isinstance(job, Decode) and self.world.last_finished:
             run = self.running
             if run.shape[0]:
                 keep = status[run] == Status.RUNNING
