@@ -41,6 +41,12 @@ class GPU:
     host_link_bandwidth: float
     ssd_bandwidth: float = 4 * GB
     remote_bandwidth: float = 1.25 * GB
+    profile_gpu: str | None = None
+
+    @property
+    def profile_name(self) -> str:
+        """The GPU whose latency profiles this one uses (A10G uses the A10's)."""
+        return self.profile_gpu or self.name
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,7 @@ GPUS: dict[str, GPU] = {
         GPU("H20", 96 * GiB, 4.0e12, 32 * GiB),
         GPU("A100", 80 * GiB, 2.0e12, 32 * GiB),
         GPU("A10", 24 * GiB, 0.6e12, 32 * GiB),
-        GPU("A10G", 24 * GiB, 0.6e12, 32 * GiB),
+        GPU("A10G", 24 * GiB, 0.6e12, 32 * GiB, profile_gpu="A10"),
     )
 }
 

@@ -187,7 +187,7 @@ def load_profile(gpu: str | GPU, model: str | ModelShape, tp: int = 1) -> Profil
     """The fitted profile of ``model`` on ``gpu`` at TP degree ``tp``, else a derived one."""
     g = gpu if isinstance(gpu, GPU) else get_gpu(gpu)
     m = model if isinstance(model, ModelShape) else get_model(model)
-    path = find_profile_file(g.name, m.name, tp)
+    path = find_profile_file(g.profile_name, m.name, tp)
     if path is not None:
         return _read_profile_file(str(path))
     return derive_profile(g, m, tp)
@@ -201,7 +201,9 @@ def derive_profile(gpu: GPU, model: ModelShape, tp: int = 1) -> Profile:
     their median is applied to ``model``'s shape and divided by ``tp`` (tensor parallelism
     splits every layer). Fixed per-step overheads (``a``) are taken as the median unchanged.
     """
-    fitted = [p for p in list_profiles() if p.gpu.lower() == gpu.name.lower() and p.tp == 1]
+    fitted = [
+        p for p in list_profiles() if p.gpu.lower() == gpu.profile_name.lower() and p.tp == 1
+    ]
     if not fitted:
         raise ServesimError(
             f"no fitted profile on GPU {gpu.name} to derive {model.name} from; "

@@ -133,6 +133,12 @@ class EngineSpec:
     max_time: float | None = fld(
         None, "stop at this simulated time (s) even if requests remain; null: drain", gt=0
     )
+    kv_tokens: int | None = fld(
+        None,
+        "fixed KV pool per instance in tokens, instead of the memory-derived capacity (the VTC "
+        "paper's engine uses 10,000); the model must still fit the GPU's memory",
+        ge=1,
+    )
 
 
 @dataclass(frozen=True)

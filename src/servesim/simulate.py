@@ -190,6 +190,7 @@ def prepare(scenario: Scenario) -> Prepared:
         usable_fraction=scenario.engine.usable_fraction,
         block_size=scenario.engine.block_size,
         kv_transfer_seconds_per_token=sw.kv_seconds_per_token,
+        kv_tokens=scenario.engine.kv_tokens,
     )
     # every model must fit at least one instance group; profiles must exist or be derivable
     groups = {(s.gpu.name, s.tp): s.gpu for s in instances}

@@ -58,6 +58,7 @@ class ClusterLatency:
         block_size: tokens per KV block.
         kv_transfer_seconds_per_token: if set, seconds per context token to move KV to or
             from host memory (Aegaeon's simulator: 0.03125 ms); else bytes / host bandwidth.
+        kv_tokens: if set, a fixed KV pool of this many tokens per instance.
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class ClusterLatency:
         reserved_bytes: float = 0.0,
         block_size: int = 16,
         kv_transfer_seconds_per_token: float | None = None,
+        kv_tokens: int | None = None,
     ) -> None:
         self.models = list(models)
         self._profile_for = profile_for
@@ -77,6 +79,7 @@ class ClusterLatency:
         self.reserved_bytes = reserved_bytes
         self.block_size = block_size
         self.kv_transfer_seconds_per_token = kv_transfer_seconds_per_token
+        self.kv_tokens = kv_tokens
         self._steps: dict[tuple[str, int, int], StepModel] = {}
         self._capacity: dict[tuple[str, int, int], int] = {}
         self._switch: dict[str, SwitchModel] = {}
@@ -101,11 +104,16 @@ class ClusterLatency:
         return cap
 
     def capacity_of(self, gpu: GPU, tp: int, model: int) -> int:
-        """KV blocks of ``model`` on ``gpu``; raises ServesimError when it does not fit."""
-        return kv_capacity_blocks(
+        """KV blocks of ``model`` on ``gpu``; raises ServesimError when it does not fit.
+
+        With ``kv_tokens`` set, the pool is that many tokens (the model must still fit)."""
+        blocks = kv_capacity_blocks(
             gpu, self.models[model], tp, self.usable_fraction, self.reserved_bytes,
             self.block_size,
         )
+        if self.kv_tokens is not None:
+            return max(1, self.kv_tokens // self.block_size)
+        return blocks
 
     def switch_time(self, inst: Instance, old: int, new: int) -> float:
         sw = self._switch.get(inst.gpu.name)
