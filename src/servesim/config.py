@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -19,6 +20,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 from servesim.errors import ScenarioError, did_you_mean
 
 T = TypeVar("T")
+_FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 _MISSING = dataclasses.MISSING
 
 
@@ -133,6 +135,8 @@ def convert(tp: Any, value: Any, path: str) -> Any:
             return int(value)
         raise ScenarioError(f"{path}: expected an integer, got {_short(value)}")
     if tp is float:
+        if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
+            value = float(value)  # YAML 1.1 reads 8.0e9 (no exponent sign) as a string
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ScenarioError(f"{path}: expected a number, got {_short(value)}")
         value = float(value)
@@ -228,7 +232,8 @@ def field_docs(cls: type) -> list[tuple[str, str, Any, str]]:
     rows = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not _MISSING else (
-            f.default_factory() if f.default_factory is not _MISSING else None  # type: ignore[misc]
+            f.default_factory() if f.default_factory is not _MISSING  # type: ignore[misc]
+            else _MISSING
         )
         rows.append((f.name, _describe(hints[f.name]), default, f.metadata.get("doc", "")))
     return rows
