@@ -60,3 +60,41 @@ def kv_max_steps(held: list[int], remaining: list[int], cap_steps: int, capacity
         else:
             break
     return best
+
+
+def settle(ids, now, input_len, output_len, generated, kv_blocks, status, finish, block_size,
+           lookahead):
+    """Reference of kernels.settle on Python lists/arrays (mutates like the kernel)."""
+    delta = 0
+    finished = 0
+    for r in ids:
+        if generated[r] >= output_len[r]:
+            delta -= kv_blocks[r]
+            kv_blocks[r] = 0
+            status[r] = 4
+            finish[r] = now
+            finished += 1
+        else:
+            blocks = math.ceil((input_len[r] + generated[r] + lookahead) / block_size)
+            delta += blocks - kv_blocks[r]
+            kv_blocks[r] = blocks
+    return delta, finished
+
+
+def begin_prefill(ids, now, inst_index, inst_model, model, input_len, generated, kv_blocks,
+                  first_scheduled, status, instance, block_size, lookahead):
+    """Reference of kernels.begin_prefill."""
+    delta, tokens, tokens_sq, wrong = 0, 0.0, 0.0, 0
+    for r in ids:
+        wrong += model[r] != inst_model
+        held = input_len[r] + generated[r]
+        blocks = math.ceil((held + 1 + lookahead) / block_size)
+        delta += blocks - kv_blocks[r]
+        kv_blocks[r] = blocks
+        if math.isnan(first_scheduled[r]):
+            first_scheduled[r] = now
+        status[r] = 2
+        instance[r] = inst_index
+        tokens += held
+        tokens_sq += held * held
+    return delta, tokens, tokens_sq, wrong

@@ -133,3 +133,75 @@ def test_gap_histogram_percentiles_are_within_bin_resolution() -> None:
         hist[kernels._gap_bin(g)] += 1
     for q in (50, 90, 99):
         assert hist_percentile(hist, q) == pytest.approx(np.percentile(gaps, q), rel=0.012)
+
+
+def _tables(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    return {
+        "input_len": rng.integers(1, 3000, n).astype(np.int64),
+        "output_len": rng.integers(1, 500, n).astype(np.int64),
+        "model": rng.integers(0, 2, n).astype(np.int32),
+        "kv_blocks": rng.integers(0, 200, n).astype(np.int64),
+        "first_scheduled": np.where(rng.random(n) < 0.5, np.nan, rng.random(n)),
+        "status": np.zeros(n, np.int8),
+        "instance": np.full(n, -1, np.int32),
+        "finish": np.full(n, np.nan),
+    }
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40), st.sampled_from([1, 16]),
+       st.integers(0, 3))
+def test_settle_and_begin_prefill_match_reference(seed: int, n: int, block: int,
+                                                  lookahead: int) -> None:
+    """The bookkeeping kernels (KV sizing, finishing, prefill allocation) equal the references
+    on random request tables, column by column."""
+    rng = np.random.default_rng(seed)
+    t = _tables(rng, n)
+    t["generated"] = np.minimum(rng.integers(0, 600, n), t["output_len"]).astype(np.int64)
+    ids = rng.choice(n, size=rng.integers(1, n + 1), replace=False).astype(np.int64)
+    a = {k: v.copy() for k, v in t.items()}
+    b = {k: v.copy() for k, v in t.items()}
+    got = kernels.settle(ids, 3.5, a["input_len"], a["output_len"], a["generated"],
+                         a["kv_blocks"], a["status"], a["finish"], block, lookahead)
+    ref = naive.settle(ids, 3.5, b["input_len"], b["output_len"], b["generated"],
+                       b["kv_blocks"], b["status"], b["finish"], block, lookahead)
+    assert tuple(got) == ref
+    for k in ("kv_blocks", "status"):
+        np.testing.assert_array_equal(a[k], b[k])
+    np.testing.assert_array_equal(np.isnan(a["finish"]), np.isnan(b["finish"]))
+    got = kernels.begin_prefill(ids, 2.0, 3, 1, a["model"], a["input_len"], a["generated"],
+                                a["kv_blocks"], a["first_scheduled"], a["status"],
+                                a["instance"], block, lookahead)
+    ref = naive.begin_prefill(ids, 2.0, 3, 1, b["model"], b["input_len"], b["generated"],
+                              b["kv_blocks"], b["first_scheduled"], b["status"],
+                              b["instance"], block, lookahead)
+    assert got[0] == ref[0] and got[3] == ref[3]
+    assert got[1] == pytest.approx(ref[1]) and got[2] == pytest.approx(ref[2])
+    for k in ("kv_blocks", "status", "instance", "first_scheduled"):
+        np.testing.assert_array_equal(a[k], b[k])
+    ctx, fewest = kernels.decode_batch(ids, a["input_len"], a["output_len"], a["generated"])
+    assert ctx == float(sum(a["input_len"][ids] + a["generated"][ids]))
+    assert fewest == int(min(a["output_len"][ids] - a["generated"][ids]))
+    free = int(rng.integers(0, 500))
+    cap = max(1, int(fewest))
+    expect = naive.kv_max_steps(
+        list(a["input_len"][ids] + a["generated"][ids]),
+        list(a["output_len"][ids] - a["generated"][ids]), cap,
+        free + int(a["kv_blocks"][ids].sum()), block, lookahead)
+    if fewest >= 1:
+        assert kernels.kv_max_steps_of(ids, a["input_len"], a["output_len"], a["generated"],
+                                       a["kv_blocks"], cap, free, block, lookahead) == expect
+
+
+def test_record_token_times_matches_closed_form() -> None:
+    """Token times written to the CSR table are the closed-form step ends."""
+    ids = np.array([0, 2], dtype=np.int64)
+    offsets = np.array([0, 10, 20, 30], dtype=np.int64)
+    out = np.full(30, np.nan)
+    before = np.array([1, 3], dtype=np.int64)
+    kernels.record_token_times(ids, 4, 1.0, 0.02, 0.001, before, offsets, out)
+    # first_step 0.02 = a + c*B + b*C0 and growth 0.001 = b*B with B = 2, b = 0.0005
+    steps = naive.decode_token_times(1.0, 4, 0.02 - 0.0005 * 10, 0.0005, 0.0, 10, 2)
+    np.testing.assert_allclose(out[1:5], steps)
+    np.testing.assert_allclose(out[23:27], steps)
+    assert np.isnan(out[0]) and np.isnan(out[10:20]).all()
