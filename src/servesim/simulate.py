@@ -338,6 +338,8 @@ def simulate(
         offs = world.token_offsets
         token_times = [world.token_times[offs[i]: offs[i] + prep.requests.generated[i]]
                        for i in range(prep.requests.n)]
+        frame["tbt_p99"] = [float(np.percentile(np.diff(t), 99)) if t.shape[0] > 1 else np.nan
+                            for t in token_times]
     summary = metrics.summary(world, frame, scenario.duration, time.perf_counter() - wall0)
     return Result(scenario, summary, frame, instances, tenants, timeline, token_times,
                   world.stop_reason)
