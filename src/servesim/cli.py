@@ -178,6 +178,17 @@ def cmd_profiles_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_regress(args: argparse.Namespace) -> int:
+    from servesim.regress import format_report, run_suite
+
+    if args.rtol < 0:
+        raise ServesimError(f"--rtol {args.rtol}: must be >= 0")
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    report = run_suite(args.suite, args.golden, update=args.update, rtol=args.rtol, only=only)
+    print(format_report(report, update=args.update))
+    return 0 if (report.ok or args.update) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="servesim", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=_version())
@@ -215,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--decode-context", choices=("fit", "roofline"), default="fit",
                     help="fit the per-context-token decode coefficient or use the roofline")
     pf.set_defaults(func=cmd_profiles_fit)
+
+    reg = sub.add_parser("regress", help="compare a scenario suite's metrics with golden files")
+    reg.add_argument("--suite", default="scenarios/ci", help="folder of scenario YAML files")
+    reg.add_argument("--golden", help="folder of golden JSON files (default: SUITE/golden)")
+    reg.add_argument("--update", action="store_true", help="rewrite the golden files")
+    reg.add_argument("--rtol", type=float, default=1e-9,
+                     help="relative tolerance of float metrics (integers compare exactly)")
+    reg.add_argument("--only", help="comma-separated scenario names (file stems)")
+    reg.set_defaults(func=cmd_regress)
     return parser
 
 

@@ -47,9 +47,9 @@ class FCFS(Policy):
         n_inst = len(world.instances)
         if n_inst < n_models:
             raise ServesimError(
-                f"policy fcfs pins every model to its own instance: {n_models} models need at "
-                f"least {n_models} instances, the cluster has {n_inst} (add instances or use an "
-                "auto-scaling policy)"
+                f"cluster: policy fcfs pins every model to its own instance: {n_models} models "
+                f"need at least {n_models} instances, the cluster has {n_inst} (add instances "
+                "or use an auto-scaling policy)"
             )
         self.by_model: list[list[Instance]] = [[] for _ in range(n_models)]
         self.batchers: list[Batcher] = []

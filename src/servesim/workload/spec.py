@@ -118,7 +118,7 @@ class WorkloadSpec:
     arrival: ArrivalSpec = fld(factory=ArrivalSpec, doc="default arrival process of sources")
     lengths: LengthSpec = fld(factory=LengthSpec, doc="default length distribution of sources")
     sources: list[SourceSpec] = fld(
-        factory=list, doc="explicit sources; empty = one source per deployed model ('*')"
+        factory=tuple, doc="explicit sources; empty = one source per deployed model ('*')"
     )
     trace: str | None = fld(
         None,
