@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from servesim.engine.checks import InvariantError
+from servesim.engine.instance import EngineError
 from servesim.errors import ServesimError
 
 
@@ -99,7 +102,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from servesim.scenario import load_scenario
     from servesim.simulate import simulate
 
-    scenario = load_scenario(args.scenario, overrides=_parse_sets(args.set), seed=args.seed)
+    overrides = _parse_sets(args.set)
+    if args.check:
+        overrides["engine.check"] = True
+    scenario = load_scenario(args.scenario, overrides=overrides, seed=args.seed)
     if args.out:
         _prepare_out(args.out)
     progress = _Progress(enabled=(not args.quiet) and (args.progress or sys.stderr.isatty()))
@@ -201,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="override the scenario seed")
     run.add_argument("--out", help="write summary.json, Parquet tables and scenario.yaml here")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument("--check", action="store_true",
+                     help="assert the world's invariants after every event (slow)")
     run.add_argument("--quiet", action="store_true", help="print nothing")
     run.add_argument("--progress", action="store_true",
                      help="show progress even when stderr is not a terminal")
@@ -259,6 +267,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("servesim: interrupted", file=sys.stderr)
         return 130
+    except (InvariantError, EngineError) as exc:
+        if os.environ.get("SERVESIM_DEBUG"):
+            raise
+        print(f"servesim: internal error (a policy or engine bug): {exc} "
+              "(set SERVESIM_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":  # pragma: no cover

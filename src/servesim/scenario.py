@@ -133,6 +133,11 @@ class EngineSpec:
     max_time: float | None = fld(
         None, "stop at this simulated time (s) even if requests remain; null: drain", gt=0
     )
+    check: bool = fld(
+        False,
+        "invariant mode: assert the laws of the world after every event (slow; for testing "
+        "policies); CLI: --check",
+    )
     kv_tokens: int | None = fld(
         None,
         "fixed KV pool per instance in tokens, instead of the memory-derived capacity (the VTC "

@@ -324,6 +324,7 @@ def simulate(
         start_timeout=scenario.slo.start_timeout,
         max_time=scenario.engine.max_time,
         record_token_times=scenario.outputs.token_times,
+        check=scenario.engine.check,
     )
     if progress is not None:
         world.progress = progress

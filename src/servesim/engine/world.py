@@ -14,6 +14,7 @@ import numpy as np
 import simpy
 
 from servesim import kernels
+from servesim.engine.checks import Checker
 from servesim.engine.instance import Instance
 from servesim.engine.requests import RequestTable, Status
 from servesim.hardware import GPU, ModelShape
@@ -29,10 +30,14 @@ class CountingEnvironment(simpy.Environment):
     def __init__(self, initial_time: float = 0) -> None:
         super().__init__(initial_time)
         self.events = 0
+        #: called after every event when set (invariant mode)
+        self.after_step: Callable[[], None] | None = None
 
     def step(self) -> None:
         self.events += 1
         super().step()
+        if self.after_step is not None:
+            self.after_step()
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,7 @@ class World:
             fails (policies apply it when they look at their queues).
         max_time: stop the run at this simulated time even if requests remain (None: drain).
         record_token_times: keep every token's emission time (memory grows with tokens).
+        check: assert the world's invariants after every event (:mod:`.checks`).
     """
 
     def __init__(
@@ -156,6 +162,7 @@ class World:
         start_timeout: float = 15.0,
         max_time: float | None = None,
         record_token_times: bool = False,
+        check: bool = False,
     ) -> None:
         self.env = CountingEnvironment()
         self.requests = requests
@@ -186,6 +193,10 @@ class World:
         ]
         policy.attach(self)
         self.env.process(self._arrivals())
+        self.checker: Checker | None = None
+        if check:
+            self.checker = Checker(self)
+            self.env.after_step = self.checker.after_event
 
     # -- helpers for policies ----------------------------------------------------------------
 
@@ -309,6 +320,8 @@ class World:
                 raise
             self.stop_reason = "stalled"
         self._close()
+        if self.checker is not None:
+            self.checker.at_end()
 
     def _stop_at_cap(self, _ev: simpy.Event) -> None:
         if not self._done.triggered:
