@@ -105,6 +105,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = _parse_sets(args.set)
     if args.check:
         overrides["engine.check"] = True
+    if args.engine:
+        overrides["engine.mode"] = args.engine
     scenario = load_scenario(args.scenario, overrides=overrides, seed=args.seed)
     if args.out:
         _prepare_out(args.out)
@@ -207,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="override the scenario seed")
     run.add_argument("--out", help="write summary.json, Parquet tables and scenario.yaml here")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument("--engine", choices=("fast", "stepwise"),
+                     help="fast-forward decoding (default) or the stepwise reference engine")
     run.add_argument("--check", action="store_true",
                      help="assert the world's invariants after every event (slow)")
     run.add_argument("--quiet", action="store_true", help="print nothing")

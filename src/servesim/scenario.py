@@ -123,7 +123,11 @@ class SLOSpec:
 class EngineSpec:
     """How the world is simulated."""
 
-    mode: Literal["fast"] = fld("fast", "fast: fast-forward decoding in closed form")
+    mode: Literal["fast", "stepwise"] = fld(
+        "fast",
+        "fast: fast-forward decoding in closed form; stepwise: the reference engine, one event "
+        "per decode step (slow; the oracle the fast engine is tested against); CLI: --engine",
+    )
     block_size: int = fld(16, "tokens per KV block", ge=1, le=4096)
     lookahead: int = fld(0, "extra KV slots a request reserves beyond its tokens", ge=0)
     usable_fraction: float = fld(

@@ -325,6 +325,7 @@ def simulate(
         max_time=scenario.engine.max_time,
         record_token_times=scenario.outputs.token_times,
         check=scenario.engine.check,
+        stepwise=scenario.engine.mode == "stepwise",
     )
     if progress is not None:
         world.progress = progress

@@ -4,6 +4,22 @@ The instance's SimPy process repeatedly asks the policy for the next job, prices
 latency model and waits for it to end. A ``Decode`` job is fast-forwarded: it is one event
 however many steps it runs (see ARCHITECTURE.md, "Time: fast-forward decoding"); a poke from
 the policy cuts it at the next step boundary.
+
+Two extensions serve the multi-model policies (``specs/autoscaling.md``):
+
+- **Prefetch** (``Prefetch(model)`` job, no time): the instance records the model it loads in
+  the background and credits the prefill and decode seconds it computes afterwards; a later
+  ``Switch`` to that model costs ``max(floor, full - credit)`` (see
+  :meth:`ClusterLatency.switch_time`).
+- **Colocation** (:meth:`Instance.colocate`, MuxServe): several models resident at once with
+  one *unified* KV pool in bytes. Blocks of different models have different sizes, so the pool
+  is counted in *units* (the greatest common divisor of the models' block sizes in bytes):
+  ``kv_units_used <= kv_units_capacity`` is the real bound, while ``kv_blocks_used`` stays the
+  plain sum of the blocks its requests hold (the invariant checker's law) and
+  ``kv_capacity_blocks`` is the pool in blocks of the smallest model. Prefill and decode jobs
+  take the step model of their requests' model; jobs of one model at a time (time slicing).
+
+Single-model instances never take these branches, so their results are unchanged.
 """
 
 from __future__ import annotations
@@ -15,7 +31,7 @@ import numpy as np
 import simpy
 
 from servesim import kernels
-from servesim.engine.jobs import Decode, Idle, MoveKV, Prefill, Switch
+from servesim.engine.jobs import Decode, Idle, MoveKV, Prefetch, Prefill, Switch
 from servesim.engine.requests import Status
 from servesim.hardware import GPU
 from servesim.latency import StepModel
@@ -42,6 +58,10 @@ class Instance:
         state: ``idle``, ``prefill``, ``decode``, ``switch`` or ``kv_transfer``.
         kv_blocks_used: KV blocks held by requests on this instance.
         busy: seconds spent per phase (:data:`PHASES`); ``switches``: model switches done.
+        prefetch_model: model being loaded in the background (-1: none);
+        ``prefetch_overlap``: compute seconds credited to it; ``prefetched_switches``:
+        switches that used a prefetched copy.
+        resident: models resident together on a colocated instance (empty otherwise).
         policy_state: free slot for the policy's per-instance state.
     """
 
@@ -64,6 +84,16 @@ class Instance:
         self.busy = dict.fromkeys(PHASES, 0.0)
         self.switches = 0
         self.switch_seconds = 0.0
+        self.prefetch_model = -1
+        self.prefetch_overlap = 0.0
+        self.prefetched_switches = 0
+        # colocation (MuxServe): resident models, KV units per block of each, unit pool
+        self.resident: tuple[int, ...] = ()
+        self._units: dict[int, int] | None = None
+        self._colocated_steps: dict[int, StepModel] = {}
+        self.kv_units_capacity = 0
+        self.kv_units_used = 0
+        self.kv_units_peak = 0
         self.policy_state: Any = None
         self._wake: simpy.Event | None = None
         # the running decode segment (fast-forwarded)
@@ -73,6 +103,7 @@ class Instance:
         self._seg_context = 0.0
         self._seg_batch = 0
         self._seg_poked = False
+        self._seg_sm: StepModel | None = None
         self.process = world.env.process(self._run())
 
     @property
@@ -97,6 +128,41 @@ class Instance:
     def kv_blocks_free(self) -> int:
         return self.kv_capacity_blocks - self.kv_blocks_used
 
+    # -- colocation (several resident models, unified KV pool) --------------------------------
+
+    def colocate(self, models: tuple[int, ...] | list[int]) -> None:
+        """Make ``models`` resident together with one unified KV pool (no switching after).
+
+        Raises a ServesimError when their weights and a minimal KV pool do not fit."""
+        models = tuple(int(m) for m in models)
+        if len(models) == 1:
+            self.model = models[0]
+            return
+        latency = self.world.latency
+        units_capacity, units = latency.colocated_pool(self.gpu, self.tp, models)
+        self.model = -1
+        self._model = models[0]  # reported model; step models come from the job's requests
+        self.resident = models
+        self._units = units
+        self._colocated_steps = {m: latency.step_model(self, m) for m in models}
+        self.step_model = self._colocated_steps[models[0]]
+        self.kv_units_capacity = units_capacity
+        self.kv_capacity_blocks = units_capacity // min(units.values())
+
+    def blocks_free(self, model: int) -> int:
+        """KV blocks of ``model`` that still fit (the unified pool on colocated instances)."""
+        units = self._units
+        if units is None:
+            return self.kv_capacity_blocks - self.kv_blocks_used
+        return (self.kv_units_capacity - self.kv_units_used) // units[model]
+
+    def blocks_capacity(self, model: int) -> int:
+        """KV blocks of ``model`` in an empty instance."""
+        units = self._units
+        if units is None:
+            return self.kv_capacity_blocks
+        return self.kv_units_capacity // units[model]
+
     # -- control from the policy --------------------------------------------------------------
 
     def wake(self) -> None:
@@ -116,7 +182,10 @@ class Instance:
         env = self.world.env
         if env.active_process is self.process:
             return  # it is deciding right now and will ask its policy anyway
-        sm = self.step_model
+        if self.world.stepwise:
+            self._seg_poked = True  # the stepwise loop stops after the current step
+            return
+        sm = self._seg_sm
         assert sm is not None
         elapsed = env.now - self._seg_t0
         k = sm.decode_steps_within(elapsed, self._seg_context, self._seg_batch)
@@ -152,11 +221,15 @@ class Instance:
                 yield from self._switch(job)  # type: ignore[arg-type]
             elif kind is MoveKV:
                 yield from self._move_kv(job)  # type: ignore[arg-type]
+            elif kind is Prefetch:
+                self._prefetch(job)  # type: ignore[arg-type]
             else:
                 raise EngineError(f"policy {policy.name!r} returned {job!r}, not a job")
             policy.on_done(self, job, env.now)
 
-    def _add_blocks(self, delta: int) -> None:
+    def _add_blocks(self, delta: int, model: int = -1) -> None:
+        if self._units is not None:
+            self._add_units(delta * self._units[model])
         used = self.kv_blocks_used + delta
         self.kv_blocks_used = used
         if delta > 0:
@@ -167,6 +240,21 @@ class Instance:
                     f"{self.name}: {used} KV blocks in use, capacity {self.kv_capacity_blocks}"
                 )
 
+    def _add_units(self, delta: int) -> None:
+        used = self.kv_units_used + delta
+        self.kv_units_used = used
+        if used > self.kv_units_peak:
+            self.kv_units_peak = used
+        if used > self.kv_units_capacity:
+            raise EngineError(
+                f"{self.name}: {used} KV units in use, unified pool {self.kv_units_capacity}"
+            )
+
+    def _job_model(self, ids: np.ndarray) -> tuple[int, StepModel | None]:
+        """Model and step model of a job's requests on a colocated instance."""
+        model = int(self.world.requests.model[ids[0]])
+        return model, self._colocated_steps.get(model)
+
     def _prefill(self, job: Prefill) -> Generator[simpy.Event, Any, None]:
         world = self.world
         req = world.requests
@@ -175,22 +263,27 @@ class Instance:
         if ids.shape[0] == 0:
             raise EngineError(f"{self.name}: empty prefill")
         sm = self.step_model
+        model = self._model
+        if self._units is not None:
+            model, sm = self._job_model(ids)
         if sm is None:
             raise EngineError(f"{self.name}: prefill with no resident model")
         delta, tokens, tokens_sq, wrong = kernels.begin_prefill(
-            ids, env.now, self.index, self._model, req.model, req.input_len, req.generated,
+            ids, env.now, self.index, model, req.model, req.input_len, req.generated,
             req.kv_blocks, req.first_scheduled, req.status, req.instance, world.block_size,
             world.lookahead,
         )
         if wrong:
             raise EngineError(f"{self.name}: prefill of {wrong} requests of another model")
-        self._add_blocks(delta)
+        self._add_blocks(delta, model)
         duration = sm.a_p + sm.b_p * tokens + sm.c_p * tokens_sq
         self.state = "prefill"
         yield env.timeout(duration)
         self.busy["prefill"] += duration
+        if self.prefetch_model >= 0:
+            self.prefetch_overlap += duration
         world.emit_first_tokens(ids, env.now)
-        self._add_blocks(world.settle(ids))
+        self._add_blocks(world.settle(ids), model)
 
     def _decode(self, job: Decode) -> Generator[simpy.Event, Any, None]:
         world = self.world
@@ -201,6 +294,9 @@ class Instance:
         if batch == 0:
             raise EngineError(f"{self.name}: empty decode batch")
         sm = self.step_model
+        model = self._model
+        if self._units is not None:
+            model, sm = self._job_model(ids)
         if sm is None:
             raise EngineError(f"{self.name}: decode with no resident model")
         context, fewest = kernels.decode_batch(ids, req.input_len, req.output_len,
@@ -210,12 +306,16 @@ class Instance:
             raise EngineError(f"{self.name}: decode job with max_steps={job.max_steps}")
         first_step = sm.a_d + sm.c_d * batch + sm.b_d * context
         growth = sm.b_d * batch
+        if world.stepwise:
+            yield from self._decode_stepwise(ids, steps, sm, context)
+            return
         self.state = "decode"
         self._seg_t0 = t0 = env.now
         self._seg_steps = steps
         self._seg_context = context
         self._seg_batch = batch
         self._seg_poked = False
+        self._seg_sm = sm
         duration = steps * first_step + growth * (steps * (steps - 1) / 2.0)
         try:
             yield env.timeout(duration)
@@ -223,14 +323,44 @@ class Instance:
             yield env.timeout(max(0.0, self._seg_end - env.now))
         steps = self._seg_steps
         self.busy["decode"] += env.now - t0
+        if self.prefetch_model >= 0:
+            self.prefetch_overlap += env.now - t0
         world.advance_decode(ids, steps, t0, first_step, growth)
+        self._add_blocks(world.settle(ids), model)
+
+    def _decode_stepwise(self, ids: np.ndarray, steps: int, sm: StepModel, context: float
+                         ) -> Generator[simpy.Event, Any, None]:
+        """The reference engine (``engine.mode: stepwise``): one event per decode step, step
+        times summed one by one, no closed form. A poke stops it after the current step."""
+        world = self.world
+        env = world.env
+        batch = int(ids.shape[0])
+        self.state = "decode"
+        self._seg_poked = False
+        t0 = env.now
+        for _ in range(steps):
+            step = sm.a_d + sm.c_d * batch + sm.b_d * context
+            yield env.timeout(step)
+            world.advance_decode(ids, 1, env.now, 0.0, 0.0)
+            context += batch
+            if self._seg_poked:
+                break
+        self.busy["decode"] += env.now - t0
         self._add_blocks(world.settle(ids))
 
     def _switch(self, job: Switch) -> Generator[simpy.Event, Any, None]:
         world = self.world
         if self.kv_blocks_used:
             raise EngineError(f"{self.name}: switch while {self.kv_blocks_used} KV blocks held")
-        duration = world.latency.switch_time(self, self._model, job.model)
+        if self._units is not None:
+            raise EngineError(f"{self.name}: switch on an instance with colocated models")
+        overlapped = None
+        if self.prefetch_model >= 0 and self.prefetch_model == job.model:
+            overlapped = self.prefetch_overlap
+            self.prefetched_switches += 1
+        self.prefetch_model = -1
+        self.prefetch_overlap = 0.0
+        duration = world.latency.switch_time(self, self._model, job.model, overlapped)
         self.state = "switch"
         self.model = -1
         yield world.env.timeout(duration)
@@ -243,21 +373,33 @@ class Instance:
         world = self.world
         req = world.requests
         ids = job.ids
+        if ids.shape[0] == 0:
+            raise EngineError(f"{self.name}: empty KV move")
+        model = int(req.model[ids[0]])
         tokens = int((req.input_len[ids] + req.generated[ids]).sum())
-        duration = world.latency.kv_move_time(self, int(req.model[ids[0]]), tokens)
+        duration = world.latency.kv_move_time(self, model, tokens)
         self.state = "kv_transfer"
         if job.direction == "in":
             blocks = world.blocks_for(req.input_len[ids] + req.generated[ids])
             req.kv_blocks[ids] = blocks
-            self._add_blocks(int(blocks.sum()))
+            self._add_blocks(int(blocks.sum()), model)
             req.status[ids] = Status.RUNNING
             req.instance[ids] = self.index
         yield world.env.timeout(duration)
         if job.direction == "out":
-            self.kv_blocks_used -= int(req.kv_blocks[ids].sum())
+            freed = int(req.kv_blocks[ids].sum())
+            self.kv_blocks_used -= freed
+            if self._units is not None:
+                self.kv_units_used -= freed * self._units[model]
             req.kv_blocks[ids] = 0
             req.status[ids] = Status.SWAPPED
         self.busy["kv_transfer"] += duration
+
+    def _prefetch(self, job: Prefetch) -> None:
+        if self._units is not None:
+            raise EngineError(f"{self.name}: prefetch on an instance with colocated models")
+        self.prefetch_model = -1 if job.model == self._model else int(job.model)
+        self.prefetch_overlap = 0.0
 
 
 def as_ids(ids: Any) -> np.ndarray:

@@ -149,6 +149,7 @@ class World:
         max_time: stop the run at this simulated time even if requests remain (None: drain).
         record_token_times: keep every token's emission time (memory grows with tokens).
         check: assert the world's invariants after every event (:mod:`.checks`).
+        stepwise: the reference engine: one event per decode step instead of fast-forward.
     """
 
     def __init__(
@@ -163,8 +164,10 @@ class World:
         max_time: float | None = None,
         record_token_times: bool = False,
         check: bool = False,
+        stepwise: bool = False,
     ) -> None:
         self.env = CountingEnvironment()
+        self.stepwise = stepwise
         self.requests = requests
         self.policy = policy
         self.latency = latency
