@@ -45,9 +45,24 @@ class MoveKV:
 
 
 @dataclass(frozen=True)
+class Prefetch:
+    """Start loading ``model`` in the background; takes no simulated time.
+
+    The instance keeps computing; a later ``Switch(model)`` then costs
+    ``max(floor, full switch time - compute seconds since this job)`` where compute seconds
+    are the prefill and decode time the instance spent after it (KV transfers and idle time
+    earn no credit: they use the same host link or do not hide a load). A ``Switch`` to another
+    model, or another ``Prefetch``, drops the prefetched copy. Policies only prefetch when
+    :meth:`ClusterLatency.enable_prefetch` granted the memory for a second model.
+    """
+
+    model: int
+
+
+@dataclass(frozen=True)
 class Idle:
     """Nothing to do: the instance sleeps until the policy wakes it."""
 
 
 IDLE = Idle()
-Job = Prefill | Decode | Switch | MoveKV | Idle
+Job = Prefill | Decode | Switch | MoveKV | Prefetch | Idle

@@ -2,10 +2,16 @@
 
 The world knows no scenario and no policy by name: it is handed a policy object, the request
 table (arrivals already drawn) and a :class:`ClusterLatency` that prices jobs.
+
+For the multi-model policies :class:`ClusterLatency` also prices a switch after a prefetch
+(``max(floor, full - overlapped compute)``), lets a policy replace the switch cost model
+(ServerlessLLM's loader), reserves the memory of a prefetch buffer (:meth:`enable_prefetch`)
+and sizes the unified KV pool of colocated models (:meth:`colocated_pool`, MuxServe).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,6 +23,7 @@ from servesim import kernels
 from servesim.engine.checks import Checker
 from servesim.engine.instance import Instance
 from servesim.engine.requests import RequestTable, Status
+from servesim.errors import ServesimError
 from servesim.hardware import GPU, ModelShape
 from servesim.latency import Profile, StepModel, SwitchModel, kv_capacity_blocks
 
@@ -64,6 +71,8 @@ class ClusterLatency:
         kv_transfer_seconds_per_token: if set, seconds per context token to move KV to or
             from host memory (Aegaeon's simulator: 0.03125 ms); else bytes / host bandwidth.
         kv_tokens: if set, a fixed KV pool of this many tokens per instance.
+        prefetch: may policies prefetch (load a second model in the background, which reserves
+            memory for it)? ``None``: when two models fit the GPU (not on 24 GB cards).
     """
 
     def __init__(
@@ -76,8 +85,10 @@ class ClusterLatency:
         block_size: int = 16,
         kv_transfer_seconds_per_token: float | None = None,
         kv_tokens: int | None = None,
+        prefetch: bool | None = None,
     ) -> None:
         self.models = list(models)
+        self.prefetch = prefetch
         self._profile_for = profile_for
         self._switch_for = switch_for
         self.usable_fraction = usable_fraction
@@ -120,12 +131,78 @@ class ClusterLatency:
             return max(1, self.kv_tokens // self.block_size)
         return blocks
 
-    def switch_time(self, inst: Instance, old: int, new: int) -> float:
-        sw = self._switch.get(inst.gpu.name)
+    def switch_model(self, gpu: GPU) -> SwitchModel:
+        """The switch cost model of ``gpu`` (cached)."""
+        sw = self._switch.get(gpu.name)
         if sw is None:
-            sw = self._switch_for(inst.gpu)
-            self._switch[inst.gpu.name] = sw
-        return sw.switch_time(self.models[new], inst.tp)
+            sw = self._switch_for(gpu)
+            self._switch[gpu.name] = sw
+        return sw
+
+    def switch_time(self, inst: Instance, old: int, new: int,
+                    overlapped: float | None = None) -> float:
+        """Seconds to make ``new`` resident; after a prefetch that overlapped ``overlapped``
+        seconds of compute: ``max(floor, full - overlapped)`` (``specs/latency-model.md`` §3)."""
+        sw = self.switch_model(inst.gpu)
+        full = sw.switch_time(self.models[new], inst.tp)
+        if overlapped is None:
+            return full
+        return sw.with_prefetch(full, overlapped)
+
+    def set_switch_model(self, switch_for: Callable[[GPU], SwitchModel]) -> None:
+        """Replace the switch cost model (a policy with its own loader, before the run)."""
+        self._switch_for = switch_for
+        self._switch.clear()
+
+    def _reserve(self, reserved_bytes: float) -> None:
+        self.reserved_bytes = reserved_bytes
+        self._capacity.clear()
+
+    def enable_prefetch(self, gpus: Sequence[tuple[GPU, int]]) -> bool:
+        """Reserve a prefetch buffer (the largest model's weights) if prefetching is allowed.
+
+        Allowed when ``prefetch`` is true, or ``None`` and every model still fits every
+        ``(gpu, tp)`` with the buffer (two models in memory; never on a 24 GB card with 7B
+        models). Call before any model is made resident. Returns whether prefetch is on.
+        """
+        if self.prefetch is False or not self.models:
+            return False
+        buffer = max(m.weight_bytes for m in self.models)
+        old = self.reserved_bytes
+        self._reserve(old + buffer)
+        try:
+            for gpu, tp in set(gpus):
+                for m in range(len(self.models)):
+                    self.capacity_of(gpu, tp, m)
+        except ServesimError as exc:
+            self._reserve(old)
+            if self.prefetch:
+                raise ServesimError(f"switching.prefetch: two models do not fit: {exc}") from None
+            return False
+        return True
+
+    def colocated_pool(self, gpu: GPU, tp: int, models: Sequence[int]
+                       ) -> tuple[int, dict[int, int]]:
+        """Unified KV pool of ``models`` resident together: ``(capacity in units, units per
+        block of each model)``; a unit is the gcd of the models' block sizes in bytes.
+
+        Raises a ServesimError when the weights leave less than one block of each model."""
+        shapes = [self.models[m] for m in models]
+        block_bytes = [int(s.kv_bytes_per_token) * self.block_size for s in shapes]
+        unit = math.gcd(*block_bytes)
+        usable = gpu.memory_bytes * tp * self.usable_fraction - self.reserved_bytes
+        free = usable - sum(s.weight_bytes for s in shapes)
+        if self.kv_tokens is not None:
+            free = min(free, self.kv_tokens * max(s.kv_bytes_per_token for s in shapes))
+        if free < sum(block_bytes):
+            gib = 1024**3
+            raise ServesimError(
+                f"models {', '.join(s.name for s in shapes)} "
+                f"({sum(s.weight_bytes for s in shapes) / gib:.1f} GiB of weights) do not fit "
+                f"together on {gpu.name}" + (f" x {tp}" if tp > 1 else "")
+                + f" ({usable / gib:.1f} GiB usable)"
+            )
+        return int(free // unit), {m: b // unit for m, b in zip(models, block_bytes, strict=True)}
 
     def kv_move_time(self, inst: Instance, model: int, tokens: int) -> float:
         if self.kv_transfer_seconds_per_token is not None:
@@ -212,7 +289,9 @@ class World:
         req = self.requests
         return int(kernels.kv_max_steps_of(
             ids, req.input_len, req.output_len, req.generated, req.kv_blocks, int(cap_steps),
-            inst.kv_capacity_blocks - inst.kv_blocks_used, self.block_size, self.lookahead))
+            inst.blocks_free(int(req.model[ids[0]])) if inst.resident
+            else inst.kv_capacity_blocks - inst.kv_blocks_used,
+            self.block_size, self.lookahead))
 
     def fail(self, rid: int, when: float, reason: int = 1) -> None:
         """Mark ``rid`` failed at ``when`` (it must hold no KV)."""
@@ -243,7 +322,7 @@ class World:
     def evict(self, inst: Instance, rid: int) -> None:
         """Preempt ``rid`` by recomputation: free its KV; it waits to be prefilled again."""
         req = self.requests
-        inst.kv_blocks_used -= int(req.kv_blocks[rid])
+        inst.release_blocks(int(req.kv_blocks[rid]), int(req.model[rid]))
         req.kv_blocks[rid] = 0
         req.status[rid] = Status.WAITING
         req.preemptions[rid] += 1
