@@ -240,6 +240,12 @@ class Instance:
                     f"{self.name}: {used} KV blocks in use, capacity {self.kv_capacity_blocks}"
                 )
 
+    def release_blocks(self, blocks: int, model: int) -> None:
+        """``blocks`` KV blocks of ``model`` were freed (eviction, move to host memory)."""
+        self.kv_blocks_used -= blocks
+        if self._units is not None:
+            self.kv_units_used -= blocks * self._units[model]
+
     def _add_units(self, delta: int) -> None:
         used = self.kv_units_used + delta
         self.kv_units_used = used
@@ -387,10 +393,7 @@ class Instance:
             req.instance[ids] = self.index
         yield world.env.timeout(duration)
         if job.direction == "out":
-            freed = int(req.kv_blocks[ids].sum())
-            self.kv_blocks_used -= freed
-            if self._units is not None:
-                self.kv_units_used -= freed * self._units[model]
+            self.release_blocks(int(req.kv_blocks[ids].sum()), model)
             req.kv_blocks[ids] = 0
             req.status[ids] = Status.SWAPPED
         self.busy["kv_transfer"] += duration
