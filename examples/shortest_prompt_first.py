@@ -3,7 +3,8 @@
 It reuses the shared continuous-batching engine and changes only the admission order, so it is
 a dozen lines of logic. Use it without installing anything, by dotted path:
 
-    servesim run scenarios/quickstart.yaml --set policy.name=examples.shortest_prompt_first:ShortestPromptFirst
+    servesim run scenarios/quickstart.yaml \
+        --set policy.name=examples.shortest_prompt_first:ShortestPromptFirst
 
 (run from the repository root so that ``examples`` is importable), or register it under a name
 with an entry point in your package's ``pyproject.toml``::
