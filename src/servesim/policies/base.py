@@ -12,6 +12,8 @@ the name used in YAML (``policy.name``). Third-party policies register through t
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -99,6 +101,8 @@ def get_policy(name: str) -> type[Policy]:
         return register(cls) if cls.name.lower() not in REGISTRY else REGISTRY[cls.name.lower()]
     if ":" in str(name):
         module, _, attr = str(name).partition(":")
+        if os.getcwd() not in sys.path:  # like `python -m`: modules in the working directory
+            sys.path.append(os.getcwd())
         try:
             cls = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
