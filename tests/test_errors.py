@@ -373,7 +373,7 @@ def test_fcfs_capacity_error_in_subprocess(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "fragments"),
     [
-        (["runn", "x.yaml"], ("'runn'", "'run', 'profiles'")),
+        (["runn", "x.yaml"], ("'runn'", "'run'", "'profiles'")),
         (["run", "{scenario}", "--bogus"], ("unrecognized arguments: --bogus",)),
         ([], ("required: command",)),
         (["profiles", "bogus"], ("'bogus'", "'list', 'show', 'fit'")),

@@ -187,16 +187,18 @@ def test_lognormal_median(seed: int) -> None:
 
 @pytest.mark.parametrize("preset", sorted(SHAREGPT_PRESETS))
 def test_sharegpt_presets(preset: str) -> None:
-    """ShareGPT presets have their fitted medians and are capped at 4096 tokens by default,
-    or at the spec's max_context when it is set."""
+    """ShareGPT lognormal presets (source: lognormal) have their fitted medians and are capped
+    at 4096 tokens by default, or at the spec's max_context when it is set."""
     preset_law = SHAREGPT_PRESETS[preset]
-    spec = LengthSpec(kind="sharegpt", preset=preset)  # type: ignore[arg-type]
+    spec = LengthSpec(kind="sharegpt", preset=preset, source="lognormal")  # type: ignore[arg-type]
     inputs, outputs = sample_lengths(spec, 200_000, rng(7))
     assert np.median(inputs) == pytest.approx(preset_law.input_median, rel=0.03)
     assert np.median(outputs) == pytest.approx(preset_law.output_median, rel=0.03)
     assert (inputs + outputs).max() <= PRESET_MAX_CONTEXT
     assert inputs.min() >= 1 and outputs.min() >= 1
-    capped = LengthSpec(kind="sharegpt", preset=preset, max_context=512)  # type: ignore[arg-type]
+    capped = LengthSpec(
+        kind="sharegpt", preset=preset, source="lognormal", max_context=512  # type: ignore[arg-type]
+    )
     inputs, outputs = sample_lengths(capped, 10_000, rng(7))
     assert (inputs + outputs).max() <= 512
 

@@ -18,4 +18,15 @@ __all__ = [
     "TraceError",
     "load_scenario",
     "simulate",
+    "sweep",
 ]
+
+_LAZY_MODULES = ("sweep", "plots")  # imported on first use: Dask and matplotlib stay unloaded
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f"servesim.{name}")
+    raise AttributeError(f"module 'servesim' has no attribute {name!r}")

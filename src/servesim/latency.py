@@ -343,7 +343,18 @@ SWITCH_STAGES: dict[str, tuple[float, float]] = {
 
 @dataclass(frozen=True)
 class SwitchModel:
-    """Cost of loading a model onto an instance: ``fixed + weights / (bandwidth * eff)``."""
+    """Cost of loading a model onto an instance: ``fixed + weights / (bandwidth * eff)``.
+
+    Attributes:
+        fixed_seconds: the stage's fixed part (engine re-initialisation, KV set-up), seconds.
+        bandwidth: nominal bandwidth of the weight source tier, bytes/s.
+        efficiency: fraction of ``bandwidth`` reached (Aegaeon's PCIe correction: 0.625).
+        floor_seconds: least cost of a switch whose load was prefetched (10 ms).
+
+    Worked example (T3, host DRAM on an H800: 64 GiB/s x 0.625): Llama-2-13B's 26.0 GB load
+    in 0.61 s, plus 0.15 s fixed = 0.76 s; after 0.5 s of overlapped compute, 0.26 s; after
+    2 s, the 10 ms floor.
+    """
 
     fixed_seconds: float
     bandwidth: float
@@ -362,8 +373,14 @@ class SwitchModel:
 def switch_model_for(
     gpu: GPU, stage: str = "T3", tier: str = "dram", efficiency: float | None = None,
     fixed_seconds: float | None = None, bandwidth: float | None = None,
+    floor_seconds: float = 0.010,
 ) -> SwitchModel:
-    """Build the switch cost model of ``gpu`` at ``stage`` loading from ``tier``."""
+    """Build the switch cost model of ``gpu`` at ``stage`` loading from ``tier``.
+
+    ``tier`` picks the GPU profile's bandwidth (``dram``: the host link, ``ssd``, ``remote``);
+    ``efficiency`` and ``fixed_seconds`` default to the stage's (:data:`SWITCH_STAGES`);
+    ``bandwidth`` overrides the tier's. ``floor_seconds`` bounds a prefetched switch below.
+    """
     fixed, eff = SWITCH_STAGES[stage]
     bw = {
         "dram": gpu.host_link_bandwidth,
@@ -374,6 +391,7 @@ def switch_model_for(
         fixed_seconds=fixed if fixed_seconds is None else fixed_seconds,
         bandwidth=bw if bandwidth is None else bandwidth,
         efficiency=eff if efficiency is None else efficiency,
+        floor_seconds=floor_seconds,
     )
 
 

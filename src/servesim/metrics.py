@@ -9,8 +9,9 @@ Definitions follow ``specs/metrics-and-workloads.md``:
 - TBT percentiles are over every inter-token gap of the run, read from a log histogram with
   200 bins per decade (relative error under 0.6 %); TTFT and E2E percentiles are exact.
 
-Summary keys are a stable contract (ARCHITECTURE.md, "Outputs"); fairness keys stay null until
-a fairness policy fills them.
+Summary keys are a stable contract (ARCHITECTURE.md, "Outputs"); the fairness keys
+``jain_index``, ``service_diff_max`` and ``service_diff_avg`` are defined in
+:mod:`servesim.fairness` for every run.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from servesim import kernels
+from servesim import fairness, kernels
 from servesim.engine.instance import PHASES
 from servesim.engine.requests import FAIL_REASONS, Status
 
@@ -176,8 +177,9 @@ def service(frame: pd.DataFrame) -> np.ndarray:
     )
 
 
-def tenants_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per tenant: counts, tokens, service, attainment, TTFT percentiles."""
+def tenants_frame(frame: pd.DataFrame, weights: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per tenant: counts, tokens, service, weight, weighted service (service /
+    weight), attainment, TTFT percentiles. ``weights`` are per tenant code (None: 1)."""
     work = frame.assign(service=service(frame))
     grouped = work.groupby("tenant", observed=False)
     out = pd.DataFrame(
@@ -195,6 +197,13 @@ def tenants_frame(frame: pd.DataFrame) -> pd.DataFrame:
             "ttft_p99": grouped["ttft"].quantile(0.99),
         }
     )
+    w = np.ones(len(out))
+    if weights is not None:
+        k = min(len(out), int(np.asarray(weights).shape[0]))
+        w[:k] = np.asarray(weights, dtype=np.float64)[:k]
+    at = list(out.columns).index("service") + 1
+    out.insert(at, "weight", w)
+    out.insert(at + 1, "weighted_service", out["service"] / w)
     return out.reset_index()
 
 
@@ -202,7 +211,11 @@ def timeline_frame(frame: pd.DataFrame, interval: float, end: float) -> pd.DataF
     """Per window and tenant: arrivals, finishes, service rate and queue length at window end.
 
     A request's service (``w_p * input + w_q * output``) is spread uniformly over the interval
-    from its first to its last token (``specs/fairness.md``).
+    from its first to its last token (``specs/fairness.md``). ``service_rate`` is over the
+    row's window of ``interval`` seconds, ``windowed_service_rate`` over the trailing
+    :data:`servesim.fairness.SERVICE_WINDOW` (60 s); ``backlogged``: requests wait at ``time``;
+    ``service_diff``: max - min accumulated service over the tenants backlogged at ``time``
+    (the same on every row of that time).
     """
     n_win = max(1, int(np.ceil(end / interval)))
     edges = np.arange(n_win + 1) * interval
@@ -214,6 +227,8 @@ def timeline_frame(frame: pd.DataFrame, interval: float, end: float) -> pd.DataF
     last = frame["last_token"].to_numpy()
     first_sched = frame["first_scheduled"].to_numpy()
     svc = service(frame)
+    diff = fairness.service_difference(frame, edges[1:])
+    window = fairness.SERVICE_WINDOW
     rows = []
     for t, name in enumerate(tenants):
         mine = codes == t
@@ -221,16 +236,10 @@ def timeline_frame(frame: pd.DataFrame, interval: float, end: float) -> pd.DataF
         fin = finish[mine & (frame["status"].to_numpy() == "finished")]
         fin_counts = np.histogram(fin, bins=edges)[0]
         # service spread uniformly over [first, last]
-        acc = np.zeros(n_win + 1)
-        f, lt, s = first[mine], last[mine], svc[mine]
-        ok = np.isfinite(f) & np.isfinite(lt)
-        f, lt, s = f[ok], lt[ok], s[ok]
-        dur = np.maximum(lt - f, 1e-12)
-        for k, edge in enumerate(edges):
-            frac = np.clip((edge - f) / dur, 0.0, 1.0)
-            frac = np.where(lt <= f, (edge >= lt).astype(float), frac)
-            acc[k] = float((s * frac).sum())
+        acc = fairness.accumulated_service(first[mine], last[mine], svc[mine], edges)
         rate = np.diff(acc) / interval
+        trailing = (acc[1:] - fairness.accumulated_service(
+            first[mine], last[mine], svc[mine], edges[1:] - window)) / window
         waiting_end = [
             int(((arrival[mine] <= e) & ~(first_sched[mine] <= e) & ~(finish[mine] <= e)).sum())
             for e in edges[1:]
@@ -243,8 +252,11 @@ def timeline_frame(frame: pd.DataFrame, interval: float, end: float) -> pd.DataF
                     "arrivals": int(arr_counts[k]),
                     "finished": int(fin_counts[k]),
                     "service_rate": float(rate[k]),
+                    "windowed_service_rate": float(trailing[k]),
                     "accumulated_service": float(acc[k + 1]),
                     "queue_length": waiting_end[k],
+                    "backlogged": waiting_end[k] > 0,
+                    "service_diff": float(diff[k]),
                 }
             )
     return pd.DataFrame(rows)
@@ -279,9 +291,7 @@ def summary(world: World, frame: pd.DataFrame, duration: float, wall_seconds: fl
         "gpu_utilization": busy / (n_inst * span) if span > 0 and n_inst else 0.0,
         "switches": int(sum(i.switches for i in world.instances)),
         "switch_seconds": float(sum(i.switch_seconds for i in world.instances)),
-        "jain_index": None,
-        "service_diff_max": None,
-        "service_diff_avg": None,
+        **fairness.fairness_summary(frame, world.tenant_weights, duration),
         "sim_seconds": span,
         "events": int(world.env.events),
         "wall_seconds": wall_seconds,

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from servesim.config import build, fld, to_plain
-from servesim.errors import ScenarioError, ServesimError
+from servesim.errors import ScenarioError, ServesimError, did_you_mean
 from servesim.hardware import get_gpu, get_model
 from servesim.policies import get_policy
 from servesim.workload.spec import WorkloadSpec
@@ -170,6 +170,15 @@ class SwitchingSpec:
     kv_seconds_per_token: float | None = fld(
         None, "seconds per context token to move KV to/from host; null: bytes / host link", ge=0
     )
+    prefetch: bool | None = fld(
+        None,
+        "may policies that prefetch (aegaeon) load the next model in the background? It "
+        "reserves memory for a second model; null: only where two models fit the GPU (never "
+        "on 24 GB cards such as the A10); true: error where they do not fit",
+    )
+    prefetch_floor_seconds: float = fld(
+        0.010, "least cost of a switch whose load was prefetched, seconds", ge=0
+    )
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,18 @@ class OutputsSpec:
         False, "keep every token's emission time (memory grows with tokens)"
     )
     timeline_interval: float = fld(10.0, "seconds per row of the timeline table", gt=0)
+
+
+@dataclass(frozen=True)
+class TenantSpec:
+    """A tenant (client) of the workload, by name (``tenants.<name>``)."""
+
+    weight: float = fld(
+        1.0,
+        "fair-share weight: weighted fairness policies (vtc, equinox, ...) divide the tenant's "
+        "charges by it, and Jain's index divides its service by it (docs/fairness.md)",
+        gt=0, le=1e6,
+    )
 
 
 @dataclass(frozen=True)
@@ -197,6 +218,11 @@ class Scenario:
         factory=tuple, doc="deployed models; empty: workload.models (many-models form) or trace"
     )
     workload: WorkloadSpec = fld(factory=WorkloadSpec, doc="what arrives")
+    tenants: dict[str, TenantSpec] = fld(
+        factory=dict,
+        doc="per-tenant settings by tenant name (a source's `tenant`, or a trace's tenant "
+            "column), e.g. {alice: {weight: 2}}; unlisted tenants have weight 1",
+    )
     policy: PolicySpec = fld(factory=PolicySpec, doc="scheduling policy: name + parameters")
     slo: SLOSpec = fld(factory=SLOSpec, doc="service-level objectives")
     engine: EngineSpec = fld(factory=EngineSpec, doc="engine settings")
@@ -219,6 +245,14 @@ class Scenario:
                 get_model(name)
             except ServesimError as exc:
                 raise ScenarioError(f"workload.mix.{name}: {exc}") from None
+        if self.tenants and self.workload.trace is None:
+            known = [s.tenant for s in self.workload.sources] or ["default"]
+            for name in self.tenants:
+                if name not in known:
+                    raise ScenarioError(
+                        f"tenants.{name}: no workload source has this tenant"
+                        f"{did_you_mean(name, known)}; tenants: {', '.join(dict.fromkeys(known))}"
+                    )
 
     @property
     def ttft(self) -> float:

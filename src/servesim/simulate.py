@@ -24,15 +24,16 @@ import pandas as pd
 from servesim import metrics
 from servesim.engine.requests import RequestTable
 from servesim.engine.world import ClusterLatency, InstanceSpec, World
-from servesim.errors import ScenarioError, ServesimError
+from servesim.errors import ScenarioError, ServesimError, did_you_mean
 from servesim.hardware import ModelShape, custom_model, get_gpu, get_model
 from servesim.latency import load_profile, switch_model_for
 from servesim.policies import get_policy
 from servesim.scenario import Scenario
 from servesim.workload.arrivals import generate_arrivals
 from servesim.workload.lengths import sample_lengths
+from servesim.workload.popularity import model_rates
+from servesim.workload.replay import DEFAULT_TRACE_MODEL, assign_models, replay_trace
 from servesim.workload.spec import ArrivalSpec, LengthSpec
-from servesim.workload.traces import read_aegaeon_trace
 
 
 @dataclass
@@ -117,9 +118,11 @@ def _generate(scenario: Scenario, dep: Deployment) -> tuple[dict[str, np.ndarray
     sources = list(wl.sources)
     expanded: list[tuple[int, str, float, ArrivalSpec, LengthSpec, float, float]] = []
     index = {n: i for i, n in enumerate(dep.names)}
-    if not sources:
+    if not sources:  # one source per model, at the popularity's per-model rates
+        rates = model_rates(wl.popularity, len(dep.names), wl.rate).tolist()
         for m in range(len(dep.names)):
-            expanded.append((m, "default", wl.rate, wl.arrival, wl.lengths, 0.0, scenario.duration))
+            expanded.append((m, "default", rates[m], wl.arrival, wl.lengths, 0.0,
+                             scenario.duration))
     for s_i, src in enumerate(sources):
         if src.model == "*":
             targets = list(range(len(dep.names)))
@@ -134,8 +137,12 @@ def _generate(scenario: Scenario, dep: Deployment) -> tuple[dict[str, np.ndarray
                 + (" ..." if len(dep.names) > 10 else "")
             )
         end = min(src.end if src.end is not None else scenario.duration, scenario.duration)
-        for m in targets:
-            expanded.append((m, src.tenant, src.rate if src.rate is not None else wl.rate,
+        src_rate = src.rate if src.rate is not None else wl.rate
+        rates = [src_rate] * len(targets)
+        if src.model == "*":  # '*' spreads the source's rate by popularity (mean = src_rate)
+            rates = model_rates(wl.popularity, len(targets), src_rate).tolist()
+        for m, rate in zip(targets, rates, strict=True):
+            expanded.append((m, src.tenant, rate,
                              src.arrival or wl.arrival, src.lengths or wl.lengths,
                              src.start, end))
     children = np.random.SeedSequence(scenario.seed).spawn(len(expanded))
@@ -168,10 +175,16 @@ def _base(scenario: Scenario) -> Path | None:
 def prepare(scenario: Scenario) -> Prepared:
     """Resolve models, instances, profiles and requests; validate what needs the catalog."""
     wl = scenario.workload
-    trace = None
+    replay = None
     if wl.trace is not None:
-        trace = read_aegaeon_trace(scenario.resolve_path(wl.trace))
-        dep = deploy_models(scenario, list(trace.model_names))
+        replay = replay_trace(wl, scenario.resolve_path(wl.trace), scenario.duration,
+                              scenario.seed, _base(scenario))
+        if replay.model_names is not None and wl.trace_model is None:
+            dep = deploy_models(scenario, list(replay.model_names))
+        elif scenario.models or wl.models is not None:
+            dep = deploy_models(scenario)
+        else:  # a trace without model names and nothing deployed: one model
+            dep = deploy_models(scenario, [wl.trace_model or DEFAULT_TRACE_MODEL])
     else:
         dep = deploy_models(scenario)
 
@@ -186,11 +199,13 @@ def prepare(scenario: Scenario) -> Prepared:
         dep.shapes,
         profile_for=lambda gpu, shape, tp: load_profile(gpu, shape, tp),
         switch_for=lambda gpu: switch_model_for(
-            gpu, sw.stage, sw.tier, sw.efficiency, sw.fixed_seconds, sw.bandwidth),
+            gpu, sw.stage, sw.tier, sw.efficiency, sw.fixed_seconds, sw.bandwidth,
+            sw.prefetch_floor_seconds),
         usable_fraction=scenario.engine.usable_fraction,
         block_size=scenario.engine.block_size,
         kv_transfer_seconds_per_token=sw.kv_seconds_per_token,
         kv_tokens=scenario.engine.kv_tokens,
+        prefetch=sw.prefetch,
     )
     # every model must fit at least one instance group; profiles must exist or be derivable
     groups = {(s.gpu.name, s.tp): s.gpu for s in instances}
@@ -207,20 +222,22 @@ def prepare(scenario: Scenario) -> Prepared:
             raise ScenarioError(f"models: {dep.names[m]}: {errors[0]}")
 
     # requests
-    if trace is not None:
-        time_ = trace.time * wl.time_scale
-        keep = time_ < scenario.duration if scenario.duration else np.ones(len(time_), bool)
-        name_to_idx = {n: i for i, n in enumerate(dep.names)}
-        model_codes = np.array([name_to_idx[n] for n in trace.model_names], dtype=np.int32)
+    if replay is not None:
+        if replay.model_names is not None and wl.trace_model is None:
+            name_to_idx = {n: i for i, n in enumerate(dep.names)}
+            model_codes = np.array([name_to_idx[n] for n in replay.model_names], dtype=np.int32)
+            trace_model = model_codes[replay.model_index]
+        else:
+            trace_model = assign_models(replay, dep.names, wl.trace_model, scenario.seed)
         cols = {
-            "time": time_[keep],
-            "model": model_codes[trace.model_index][keep],
-            "tenant": np.zeros(int(keep.sum()), dtype=np.int32),
-            "source": np.zeros(int(keep.sum()), dtype=np.int32),
-            "input": trace.input[keep],
-            "output": trace.output[keep],
+            "time": replay.time,
+            "model": trace_model,
+            "tenant": replay.tenant_index.astype(np.int32),
+            "source": np.zeros(replay.time.size, dtype=np.int32),
+            "input": replay.input,
+            "output": replay.output,
         }
-        tenants = ["default"]
+        tenants = list(replay.tenants)
         n_sources = 1
     else:
         cols, tenants, n_sources = _generate(scenario, dep)
@@ -244,6 +261,10 @@ def prepare(scenario: Scenario) -> Prepared:
         ttft_slo=np.full(n, scenario.ttft),
         tbt_slo=np.full(n, scenario.tbt),
     )
+    for name in scenario.tenants:
+        if name not in tenants:  # a trace's tenants are known only now
+            raise ScenarioError(f"tenants.{name}: no request of the workload has this tenant"
+                                f"{did_you_mean(name, tenants)}")
     return Prepared(scenario, dep, tenants, table, instances, latency, n_sources)
 
 
@@ -326,13 +347,15 @@ def simulate(
         record_token_times=scenario.outputs.token_times,
         check=scenario.engine.check,
         stepwise=scenario.engine.mode == "stepwise",
+        tenant_weights=[scenario.tenants[t].weight if t in scenario.tenants else 1.0
+                        for t in prep.tenants],
     )
     if progress is not None:
         world.progress = progress
     world.run()
     frame = metrics.requests_frame(world, prep.deployment.names, prep.tenants)
     instances = metrics.instances_frame(world, prep.deployment.names)
-    tenants = metrics.tenants_frame(frame)
+    tenants = metrics.tenants_frame(frame, world.tenant_weights)
     timeline = metrics.timeline_frame(frame, scenario.outputs.timeline_interval,
                                       max(world.env.now, scenario.duration))
     token_times = None

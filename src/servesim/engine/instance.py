@@ -87,6 +87,7 @@ class Instance:
         self.prefetch_model = -1
         self.prefetch_overlap = 0.0
         self.prefetched_switches = 0
+        self.last_switch_seconds = 0.0
         # colocation (MuxServe): resident models, KV units per block of each, unit pool
         self.resident: tuple[int, ...] = ()
         self._units: dict[int, int] | None = None
@@ -313,7 +314,7 @@ class Instance:
         first_step = sm.a_d + sm.c_d * batch + sm.b_d * context
         growth = sm.b_d * batch
         if world.stepwise:
-            yield from self._decode_stepwise(ids, steps, sm, context)
+            yield from self._decode_stepwise(ids, steps, sm, context, model)
             return
         self.state = "decode"
         self._seg_t0 = t0 = env.now
@@ -334,8 +335,8 @@ class Instance:
         world.advance_decode(ids, steps, t0, first_step, growth)
         self._add_blocks(world.settle(ids), model)
 
-    def _decode_stepwise(self, ids: np.ndarray, steps: int, sm: StepModel, context: float
-                         ) -> Generator[simpy.Event, Any, None]:
+    def _decode_stepwise(self, ids: np.ndarray, steps: int, sm: StepModel, context: float,
+                         model: int) -> Generator[simpy.Event, Any, None]:
         """The reference engine (``engine.mode: stepwise``): one event per decode step, step
         times summed one by one, no closed form. A poke stops it after the current step."""
         world = self.world
@@ -352,7 +353,9 @@ class Instance:
             if self._seg_poked:
                 break
         self.busy["decode"] += env.now - t0
-        self._add_blocks(world.settle(ids))
+        if self.prefetch_model >= 0:
+            self.prefetch_overlap += env.now - t0
+        self._add_blocks(world.settle(ids), model)
 
     def _switch(self, job: Switch) -> Generator[simpy.Event, Any, None]:
         world = self.world
@@ -373,6 +376,7 @@ class Instance:
         self.model = job.model
         self.busy["switch"] += duration
         self.switch_seconds += duration
+        self.last_switch_seconds = duration
         self.switches += 1
 
     def _move_kv(self, job: MoveKV) -> Generator[simpy.Event, Any, None]:

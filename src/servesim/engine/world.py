@@ -227,6 +227,8 @@ class World:
         record_token_times: keep every token's emission time (memory grows with tokens).
         check: assert the world's invariants after every event (:mod:`.checks`).
         stepwise: the reference engine: one event per decode step instead of fast-forward.
+        tenant_weights: fair-share weight of each tenant index (fairness policies divide their
+            charges by it); None: 1 for every tenant of the request table.
     """
 
     def __init__(
@@ -242,6 +244,7 @@ class World:
         record_token_times: bool = False,
         check: bool = False,
         stepwise: bool = False,
+        tenant_weights: Sequence[float] | None = None,
     ) -> None:
         self.env = CountingEnvironment()
         self.stepwise = stepwise
@@ -252,6 +255,9 @@ class World:
         self.lookahead = lookahead
         self.start_timeout = start_timeout
         self.max_time = max_time
+        n_tenants = int(requests.tenant.max()) + 1 if requests.n else 1
+        self.tenant_weights = (np.ones(n_tenants) if tenant_weights is None
+                               else np.asarray(tenant_weights, dtype=np.float64))
         self.gap_hist = np.zeros(kernels.GAP_HIST_BINS, dtype=np.int64)
         self.resolved = 0
         #: requests finished by the last settled job (policies skip bookkeeping when 0)

@@ -14,19 +14,41 @@ Semantics (vLLM's scheduler without chunked prefill):
 
 The admission *order* is the queue's business (:class:`FCFSQueue` here; fairness policies
 provide their own), so every ordering shares this engine.
+
+Composition hook (orderings inside any policy): an ordering is registered by name with
+:func:`register_order` and built with :func:`make_queue`::
+
+    queue = make_queue(params.order, params.order_params, world)   # "fcfs", "vtc", "equinox", ...
+    batcher = Batcher(world, inst, queue, params)
+
+A policy that wants ``--set policy.order=vtc`` inherits :class:`OrderParams` in its ``Params``
+(fields ``order`` and ``order_params``, validated at load time) and builds its queues with
+:func:`make_queue`; one queue may be shared by several batchers (the counters are then global
+over those instances). Besides the five methods of :class:`AdmissionQueue`, a queue may define
+two optional hooks that :class:`Batcher` calls when present:
+
+- ``admitted(rid, now)``: ``rid`` was just popped to be prefilled (counters charge it here;
+  ``pop`` alone never charges, since a popped request may instead fail);
+- ``job_done(inst, job, started, now)``: a job of ``inst`` that started at ``started`` ended
+  (counters charge the tokens generated and settle finished requests).
+
+A policy with its own batching code must call them the same way to keep the orderings exact.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from servesim.config import fld
+from servesim.config import build, fld
 from servesim.engine.jobs import IDLE, Decode, Job, Prefill
 from servesim.engine.requests import Status
+from servesim.errors import ScenarioError, did_you_mean
 
 if TYPE_CHECKING:
     from servesim.engine.instance import Instance
@@ -54,13 +76,106 @@ class BatchingParams:
 
 
 class AdmissionQueue(Protocol):
-    """The order in which waiting requests are admitted."""
+    """The order in which waiting requests are admitted (optional hooks: module docstring)."""
 
     def push(self, rid: int) -> None: ...
     def push_front(self, rid: int) -> None: ...
     def peek(self) -> int: ...
     def pop(self) -> int: ...
     def __len__(self) -> int: ...
+
+
+#: ``(order parameters or None, world) -> queue``; registered with :func:`register_order`.
+QueueFactory = Callable[[Any, "World"], AdmissionQueue]
+
+
+class _Order:
+    __slots__ = ("factory", "params")
+
+    def __init__(self, factory: QueueFactory, params: type) -> None:
+        self.factory = factory
+        self.params = params
+
+
+ORDERS: dict[str, _Order] = {}
+
+
+@dataclass(frozen=True)
+class _NoOrderParams:
+    """An ordering without parameters."""
+
+
+def register_order(name: str, params: type = _NoOrderParams
+                   ) -> Callable[[QueueFactory], QueueFactory]:
+    """Decorator: register a queue factory under ``name`` with its frozen ``params`` dataclass.
+
+    Duplicate names are refused (as for policies)."""
+    key = name.lower()
+
+    def deco(factory: QueueFactory) -> QueueFactory:
+        if key in ORDERS and ORDERS[key].factory is not factory:
+            raise ValueError(f"order name {name!r} is already registered")
+        ORDERS[key] = _Order(factory, params)
+        return factory
+
+    return deco
+
+
+def order_names() -> list[str]:
+    """Names of the registered orderings."""
+    return sorted(ORDERS)
+
+
+def order_params(order: str, params: Any = None, path: str = "order_params",
+                 order_path: str = "order") -> Any:
+    """The validated parameters of ``order``.
+
+    ``params`` may be an instance of the order's parameter class, any other dataclass holding
+    its fields (e.g. a policy's ``Params``; missing fields take their defaults), a mapping
+    (validated; errors name ``path``) or None (defaults). An unknown order raises a
+    ScenarioError naming ``order_path``."""
+    entry = ORDERS.get(str(order).lower())
+    if entry is None:
+        names = order_names()
+        raise ScenarioError(f"{order_path}: unknown order '{order}'"
+                            f"{did_you_mean(str(order), names)}; known: {', '.join(names)}")
+    if isinstance(params, entry.params):
+        return params
+    if params is None:
+        params = {}
+    if dataclasses.is_dataclass(params) and not isinstance(params, type):
+        fields = {f.name for f in dataclasses.fields(entry.params)}
+        return entry.params(**{k: getattr(params, k) for k in fields if hasattr(params, k)})
+    if not isinstance(params, dict):
+        raise ScenarioError(f"{path}: expected a mapping, got {params!r}")
+    return build(entry.params, params, path)
+
+
+def make_queue(order: str, params: Any, world: World) -> AdmissionQueue:
+    """Build the admission queue of ordering ``order`` with ``params`` (see
+    :func:`order_params`) for ``world`` (see module docstring)."""
+    resolved = order_params(order, params)
+    return ORDERS[str(order).lower()].factory(resolved, world)
+
+
+@dataclass(frozen=True)
+class OrderParams:
+    """Mixin of a policy's ``Params``: the admission order of its queues (composition hook)."""
+
+    order: str = fld(
+        "fcfs",
+        "admission order of waiting requests: fcfs, vtc, lcf, vtc-oracle, vtc-predict, equinox "
+        "(docs/fairness.md)",
+    )
+    order_params: dict[str, Any] = fld(
+        factory=dict,
+        doc="parameters of the order, e.g. {lift: paper} for vtc (docs/policies/vtc.md)",
+    )
+
+    def validate(self, path: str) -> None:
+        prefix = f"{path}." if path else ""
+        order_params(self.order, dict(self.order_params), f"{prefix}order_params",
+                     f"{prefix}order")
 
 
 class FCFSQueue:
@@ -85,24 +200,44 @@ class FCFSQueue:
         return len(self._q)
 
 
+register_order("fcfs")(lambda _params, _world: FCFSQueue())
+
+
 class Batcher:
     """The continuous-batching state of one instance: a waiting queue and a running batch."""
 
     def __init__(self, world: World, inst: Instance, queue: AdmissionQueue,
-                 params: BatchingParams) -> None:
+                 params: BatchingParams, model: int = -1) -> None:
         self.world = world
         self.inst = inst
         self.waiting = queue
         self.params = params
+        #: on an instance with colocated models (muxserve): the model this batcher serves,
+        #: whose blocks are counted in the instance's unified pool; -1: the resident model
+        self.model = model
         self.running: np.ndarray = _EMPTY
+        # optional hooks of ordered queues (module docstring)
+        self._admitted = getattr(queue, "admitted", None)
+        self._job_done = getattr(queue, "job_done", None)
+        self._started = 0.0
 
     @property
     def load(self) -> int:
         """Requests waiting or running here."""
         return len(self.waiting) + int(self.running.shape[0])
 
+    def free_blocks(self) -> int:
+        """KV blocks free for this batcher's requests on its instance."""
+        inst = self.inst
+        return inst.kv_blocks_free if self.model < 0 else inst.blocks_free(self.model)
+
+    def capacity_blocks(self) -> int:
+        """KV blocks of this batcher's model in the empty instance."""
+        inst = self.inst
+        return inst.kv_capacity_blocks if self.model < 0 else inst.blocks_capacity(self.model)
+
     def _watermark_blocks(self) -> int:
-        return int(self.params.watermark * self.inst.kv_capacity_blocks)
+        return int(self.params.watermark * self.capacity_blocks())
 
     def head_fits(self) -> bool:
         """Would the head of the queue be admitted now? (Used to decide a poke.)"""
@@ -111,7 +246,7 @@ class Batcher:
         req = self.world.requests
         rid = self.waiting.peek()
         need = int(self.world.blocks_for(int(req.input_len[rid] + req.generated[rid]) + 1))
-        return need <= self.inst.kv_blocks_free - self._watermark_blocks()
+        return need <= self.free_blocks() - self._watermark_blocks()
 
     def notify(self) -> None:
         """A request was queued: wake the instance, or cut its decode if the head fits."""
@@ -126,9 +261,8 @@ class Batcher:
         world = self.world
         req = world.requests
         queue = self.waiting
-        inst = self.inst
-        capacity = inst.kv_capacity_blocks
-        free = inst.kv_blocks_free - self._watermark_blocks()
+        capacity = self.capacity_blocks()
+        free = self.free_blocks() - self._watermark_blocks()
         seqs = int(self.running.shape[0])
         budget = self.params.max_batched_tokens
         max_seqs = self.params.max_num_seqs
@@ -148,6 +282,8 @@ class Batcher:
             if seqs >= max_seqs or need > free or (ids and tokens + held > budget):
                 break
             queue.pop()
+            if self._admitted is not None:
+                self._admitted(rid, now)
             ids.append(rid)
             tokens += held
             free -= need
@@ -156,6 +292,7 @@ class Batcher:
 
     def next_job(self, now: float) -> Job:
         """Prefill admitted requests, else decode the running batch, else idle."""
+        self._started = now
         ids = self.admit(now)
         if ids:
             return Prefill(np.array(ids, dtype=np.int64))
@@ -186,3 +323,5 @@ class Batcher:
                 keep = status[run] == Status.RUNNING
                 if not keep.all():
                     self.running = run[keep]
+        if self._job_done is not None:
+            self._job_done(self.inst, job, self._started, self.world.env.now)

@@ -5,6 +5,10 @@ Every deployed model is pinned to its own instance(s) for the whole run (no swit
 goes to the least-loaded instance of its model (waiting + running; ties: lowest index), whose
 :class:`~servesim.policies.batching.Batcher` admits in arrival order. It is the baseline every
 multi-model study needs ("how many GPUs without pooling?", ``specs/autoscaling.md``).
+
+With ``engine: vtc-paper`` it is instead the FCFS baseline of the fairness study: the VTC
+paper's batching engine (:mod:`servesim.policies.fairness`), one FIFO queue per model shared by
+its instances (``routing`` is then unused).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from typing import TYPE_CHECKING, Literal
 from servesim.config import fld
 from servesim.errors import ServesimError
 from servesim.policies.base import Policy, register
-from servesim.policies.batching import Batcher, BatchingParams, FCFSQueue
+from servesim.policies.batching import Batcher, FCFSQueue
+from servesim.policies.fairness import EngineProfileParams, FairPolicy
 
 if TYPE_CHECKING:
     from servesim.engine.instance import Instance
@@ -24,8 +29,14 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class FCFSParams(BatchingParams):
+class FCFSParams(EngineProfileParams):
     """Parameters of ``fcfs``."""
+
+    engine: Literal["vtc-paper", "vllm"] = fld(
+        "vllm",
+        "batching engine: vllm (vLLM-like: admission at every step, preemption) or vtc-paper "
+        "(the VTC paper's router shared by the fairness policies: docs/fairness.md)",
+    )
 
     routing: Literal["least-loaded", "round-robin"] = fld(
         "least-loaded",
@@ -43,6 +54,11 @@ class FCFS(Policy):
 
     def attach(self, world: World) -> None:
         super().attach(world)
+        self._fair: FairPolicy | None = None
+        if self.params.engine != "vllm":
+            self._fair = FairPolicy(self.params, order="fcfs")
+            self._fair.attach(world)
+            return
         n_models = len(world.latency.models)
         n_inst = len(world.instances)
         if n_inst < n_models:
@@ -64,6 +80,9 @@ class FCFS(Policy):
         self._rr = [0] * n_models
 
     def on_arrival(self, rid: int, now: float) -> None:
+        if self._fair is not None:
+            self._fair.on_arrival(rid, now)
+            return
         model = int(self.world.requests.model[rid])
         candidates = self.by_model[model]
         if len(candidates) == 1:
@@ -78,9 +97,14 @@ class FCFS(Policy):
         batcher.notify()
 
     def next_job(self, inst: Instance, now: float) -> Job:
+        if self._fair is not None:
+            return self._fair.next_job(inst, now)
         batcher: Batcher = inst.policy_state
         return batcher.next_job(now)
 
     def on_done(self, inst: Instance, job: Job, now: float) -> None:
+        if self._fair is not None:
+            self._fair.on_done(inst, job, now)
+            return
         batcher: Batcher = inst.policy_state
         batcher.on_done(job)

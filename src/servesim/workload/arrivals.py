@@ -14,6 +14,7 @@ looks like a window cut from a process that has been running for ever. The VTC p
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 
@@ -33,6 +34,8 @@ def generate_arrivals(
     """Arrival times (seconds, float64, sorted ascending) in ``[start, end)``.
 
     ``rate`` (requests/s) is the caller's resolved default; ``spec.rate`` overrides it when set.
+    ``ramp`` goes linearly from that rate at ``start`` to ``spec.rate_end`` at ``end``;
+    ``piecewise`` ignores it and uses ``spec.rates`` from ``start + spec.times``.
     For ``onoff`` the rate applies inside on periods only: on periods are ``[start + k*(on+off),
     start + k*(on+off) + on)`` for k = 0, 1, ...; the mean rate over a long window is
     ``rate * on / (on + off)``.
@@ -47,6 +50,10 @@ def generate_arrivals(
 
     if spec.kind == "onoff":
         return _onoff(spec, effective_rate, start, end, rng)
+    if spec.kind == "ramp":
+        return _ramp(spec, effective_rate, start, end, rng)
+    if spec.kind == "piecewise":
+        return _piecewise(spec, start, end, rng)
     if spec.kind == "poisson":
         return _renewal(effective_rate, 1.0, start, end, rng)
     if spec.kind == "gamma":
@@ -123,4 +130,42 @@ def _onoff(
     # Rounding can put an offset a hair outside [0, on); keep it inside the on period.
     offset = np.clip(on_clock - cycle * on, 0.0, np.nextafter(on, 0.0))
     times = start + cycle * period + offset
+    return times[(times >= start) & (times < end)]
+
+
+def _time_changed(process: Literal["poisson", "deterministic"], mass: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Arrivals of a unit-rate ``process`` on ``[0, mass)`` of the integrated-rate clock."""
+    if mass <= 0:
+        return np.empty(0, dtype=np.float64)
+    return generate_arrivals(ArrivalSpec(kind=process, rate=1.0), 1.0, 0.0, mass, rng)
+
+
+def _ramp(spec: ArrivalSpec, rate: float, start: float, end: float,
+          rng: np.random.Generator) -> np.ndarray:
+    """Rate ``rate + (rate_end - rate) * (t - start) / (end - start)``: the unit-rate process
+    on the clock ``L(t) = rate*u + slope*u^2/2`` (``u = t - start``), mapped back exactly."""
+    r0 = rate
+    r1 = float(spec.rate_end if spec.rate_end is not None else rate)
+    span = end - start
+    half_slope = (r1 - r0) / (2.0 * span)
+    clock = _time_changed(spec.process, r0 * span + half_slope * span * span, rng)
+    # u solves half_slope*u^2 + r0*u = L; this form is stable for half_slope -> 0
+    u = 2.0 * clock / (r0 + np.sqrt(np.maximum(r0 * r0 + 4.0 * half_slope * clock, 0.0)))
+    times = start + u
+    return times[times < end]
+
+
+def _piecewise(spec: ArrivalSpec, start: float, end: float,
+               rng: np.random.Generator) -> np.ndarray:
+    """Rate ``rates[i]`` from ``start + times[i]``: the unit-rate process on the piecewise-linear
+    integrated-rate clock, mapped back by linear interpolation (exact)."""
+    edges = start + np.asarray(spec.times, dtype=np.float64)
+    rates = np.asarray(spec.rates, dtype=np.float64)
+    keep = edges < end
+    edges, rates = edges[keep], rates[keep]
+    bounds = np.append(edges, end)
+    mass = np.concatenate(([0.0], np.cumsum(rates * np.diff(bounds))))
+    clock = _time_changed(spec.process, float(mass[-1]), rng)
+    times = np.interp(clock, mass, bounds)
     return times[(times >= start) & (times < end)]

@@ -12,17 +12,21 @@ from typing import Literal
 
 from servesim.config import fld
 from servesim.errors import ScenarioError
+from servesim.workload.popularity import PopularitySpec
 
 
 @dataclass(frozen=True)
 class ArrivalSpec:
     """An arrival process. Rates are requests per second."""
 
-    kind: Literal["poisson", "gamma", "deterministic", "onoff"] = fld(
+    kind: Literal["poisson", "gamma", "deterministic", "onoff", "ramp", "piecewise"] = fld(
         "poisson",
         "poisson: exponential gaps; gamma: gamma gaps with coefficient of variation `cv`; "
         "deterministic: constant gap 1/rate with a random phase; onoff: `process` arrivals at "
-        "`rate` during `on` seconds, none during `off` seconds, repeating",
+        "`rate` during `on` seconds, none during `off` seconds, repeating; ramp: `process` "
+        "arrivals whose rate goes linearly from `rate` at the source's start to `rate_end` at "
+        "its end; piecewise: `process` arrivals at `rates[i]` from `times[i]` seconds after the "
+        "source's start",
     )
     rate: float | None = fld(
         None, "requests/s of this process; null takes the source's (or workload's) rate", gt=0
@@ -31,8 +35,33 @@ class ArrivalSpec:
     on: float = fld(60.0, "onoff: seconds of each on period", gt=0)
     off: float = fld(60.0, "onoff: seconds of each off period", ge=0)
     process: Literal["poisson", "deterministic"] = fld(
-        "poisson", "onoff: the arrival process inside on periods"
+        "poisson",
+        "onoff, ramp, piecewise: the arrival process (run on the clock of the integrated rate)",
     )
+    rate_end: float | None = fld(None, "ramp: requests/s at the end of the source", gt=0)
+    times: list[float] = fld(
+        factory=lambda: (0.0,),
+        doc="piecewise: seconds after the source's start at which each rate begins (from 0, "
+            "increasing)",
+    )
+    rates: list[float] = fld(factory=tuple, doc="piecewise: requests/s of each piece")
+
+    def validate(self, path: str) -> None:
+        p = f"{path}." if path else ""
+        if self.kind == "ramp" and self.rate_end is None:
+            raise ScenarioError(f"{p}rate_end: required when kind is 'ramp'")
+        if self.kind == "piecewise":
+            if not self.rates or len(self.rates) != len(self.times):
+                raise ScenarioError(
+                    f"{p}rates: piecewise needs one rate per entry of times ({len(self.times)}),"
+                    f" got {len(self.rates)}"
+                )
+            if self.times[0] != 0 or any(b <= a for a, b in zip(self.times, self.times[1:],
+                                                                strict=False)):
+                raise ScenarioError(f"{p}times: must start at 0 and increase, got "
+                                    f"{list(self.times)}")
+            if min(self.rates) <= 0:
+                raise ScenarioError(f"{p}rates: every rate must be > 0, got {list(self.rates)}")
 
 
 @dataclass(frozen=True)
@@ -43,7 +72,8 @@ class LengthSpec:
         "sharegpt",
         "fixed: `input`/`output`; uniform: integers in [min, max]; lognormal: by median and "
         "sigma (log-space std); empirical: (input, output) pairs drawn from the CSV `file`; "
-        "sharegpt: lognormal fitted to ShareGPT, convention `preset`",
+        "sharegpt: ShareGPT lengths of convention `preset`, from the committed token-count "
+        "table (`source: table`) or its lognormal fit (`source: lognormal`)",
     )
     input: int = fld(256, "fixed: input tokens", ge=1)
     output: int = fld(256, "fixed: output tokens", ge=1)
@@ -64,6 +94,12 @@ class LengthSpec:
         "aegaeon",
         "sharegpt: aegaeon (one sample per assistant turn, whole history as input) or vllm "
         "(benchmark_serving's first-two-turns sampling and length filters)",
+    )
+    source: Literal["table", "lognormal"] = fld(
+        "table",
+        "sharegpt: table draws whole (input, output) rows of traces/sharegpt-vllm-llama3.csv "
+        "(vllm) or traces/sharegpt-aegaeon-qwen.csv (aegaeon); lognormal draws from the "
+        "lognormal preset fitted to them, capped at 4096 tokens unless `max_context` is set",
     )
     input_scale: float = fld(1.0, "multiply every input length (ShareGPT-ix2 = 2)", gt=0)
     output_scale: float = fld(1.0, "multiply every output length (ShareGPT-ox2 = 2)", gt=0)
@@ -104,13 +140,17 @@ class WorkloadSpec:
     ``models`` models named ``synth_model_00``, ``synth_model_01``, ... whose base models
     cycle through ``mix`` (model ``i`` takes the entry at position ``i mod sum(weights)`` of
     the mix expanded by its integer weights: ``{qwen2.5-7b: 6, yi-1.5-9b: 2, llama-2-13b: 2}``
-    gives 60/20/20 by ``i mod 10``), each with its own source at ``rate`` req/s.
+    gives 60/20/20 by ``i mod 10``), each with its own source at ``rate`` req/s, or at the
+    per-model rates of ``popularity`` (whose mean is ``rate``; model 0 the most popular).
     """
 
     models: int | None = fld(
         None, "many-models form: number of models to deploy (null: use top-level `models`)", ge=1
     )
-    rate: float = fld(0.1, "requests/s per source (per model in the many-models form)", gt=0)
+    rate: float = fld(
+        0.1, "requests/s per source (per model in the many-models form; the mean per-model rate "
+        "with `popularity`)", gt=0,
+    )
     mix: dict[str, int] = fld(
         factory=lambda: {"qwen2.5-7b": 1},
         doc="many-models form: catalog model -> integer weight; model i takes entry i mod total",
@@ -120,13 +160,40 @@ class WorkloadSpec:
     sources: list[SourceSpec] = fld(
         factory=tuple, doc="explicit sources; empty = one source per deployed model ('*')"
     )
+    popularity: PopularitySpec = fld(
+        factory=PopularitySpec,
+        doc="spread of the per-model rate over models (equal, power law, lognormal long tail)",
+    )
     trace: str | None = fld(
         None,
-        "replay this trace file instead of generating arrivals (relative paths: scenario "
-        "folder, then working directory); models named in it are deployed by name",
+        "replay this trace file (or ServeGen folder) instead of generating arrivals (relative "
+        "paths: scenario folder, then working directory); models named in it are deployed by "
+        "name",
     )
-    trace_format: Literal["aegaeon"] = fld("aegaeon", "format of `trace`")
+    trace_format: Literal["auto", "aegaeon", "azure", "mooncake", "vtc", "burstgpt",
+                          "servegen"] = fld(
+        "auto",
+        "format of `trace` (docs/workloads.md); auto: detected from the file name and first "
+        "line; servegen: per-tenant rate windows regenerated as arrivals, lengths from "
+        "`lengths`",
+    )
+    trace_sort: bool = fld(False, "trace: sort rows by time instead of refusing unsorted input")
+    trace_start: float = fld(
+        0.0, "trace: skip this many seconds of the trace (trace time, before scaling)", ge=0
+    )
     time_scale: float = fld(1.0, "trace: multiply every timestamp (2 = half the rate)", gt=0)
+    trace_rate: float | None = fld(
+        None,
+        "trace: rescale to this mean rate in req/s (replayed traces are compressed or "
+        "stretched in time; ServeGen rates are multiplied); excludes time_scale",
+        gt=0,
+    )
+    trace_model: str | None = fld(
+        None,
+        "trace without a model column (azure, mooncake, vtc, servegen): the deployed model its "
+        "requests go to; null: the only deployed model, or a uniformly random one per request "
+        "when several are deployed (one named 'model' when none is)",
+    )
     input_scale: float = fld(1.0, "multiply every input length (generated or replayed)", gt=0)
     output_scale: float = fld(1.0, "multiply every output length (generated or replayed)", gt=0)
     max_context: int | None = fld(
@@ -140,3 +207,5 @@ class WorkloadSpec:
                 raise ScenarioError(f"{p}mix.{name}: weight must be an integer >= 1, got {weight}")
         if not self.mix:
             raise ScenarioError(f"{p}mix: needs at least one model")
+        if self.trace_rate is not None and self.time_scale != 1.0:
+            raise ScenarioError(f"{p}trace_rate: set either trace_rate or time_scale, not both")

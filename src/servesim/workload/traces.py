@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,14 @@ import pandas as pd
 
 from servesim.errors import TraceError
 
-__all__ = ["CsvColumns", "Trace", "parse_counts", "read_aegaeon_trace", "read_csv_columns"]
+__all__ = [
+    "CsvColumns",
+    "Trace",
+    "check_order",
+    "parse_counts",
+    "read_aegaeon_trace",
+    "read_csv_columns",
+]
 
 AEGAEON_COLUMNS = ("Request Time", "Model Name", "Input Length", "Output Length")
 _TENANT_COLUMN = "Tenant"
@@ -38,34 +45,56 @@ class Trace:
     """Recorded requests, one row per request, sorted by ``time``.
 
     ``model_names`` (sorted, unique) and ``model_index`` (int64 index into it, per row) are
-    derived from ``model``.
+    derived from ``model``; a trace without a model column has ``model`` None, no model names
+    and index 0 everywhere (the scenario decides where its requests go).
     """
 
     time: np.ndarray
     """float64 seconds since the start of the trace."""
-    model: tuple[str, ...]
-    """model name per row."""
+    model: tuple[str, ...] | None
+    """model name per row, or None when the trace has no model column."""
     input: np.ndarray
     """int64 input (prompt) tokens per row, >= 1."""
     output: np.ndarray
     """int64 output tokens per row, >= 1."""
     tenant: tuple[str, ...] | None = None
     """tenant per row, or None when the trace has no tenant column."""
+    failed: int = 0
+    """requests of the file left out of the rows because they failed (BurstGPT rows with
+    zero response tokens); counted for statistics, never replayed."""
     model_names: tuple[str, ...] = field(init=False)
     model_index: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         n = len(self.time)
-        lengths = {len(self.model), len(self.input), len(self.output)}
+        lengths = {len(self.input), len(self.output)}
+        if self.model is not None:
+            lengths.add(len(self.model))
         if self.tenant is not None:
             lengths.add(len(self.tenant))
         if lengths != {n}:
             raise ValueError("Trace columns must all have the same length")
+        if self.model is None:
+            object.__setattr__(self, "model_names", ())
+            object.__setattr__(self, "model_index", np.zeros(n, dtype=np.int64))
+            return
         names = tuple(sorted(set(self.model)))
         position = {name: i for i, name in enumerate(names)}
         index = np.fromiter(map(position.__getitem__, self.model), dtype=np.int64, count=n)
         object.__setattr__(self, "model_names", names)
         object.__setattr__(self, "model_index", index)
+
+    def take(self, rows: np.ndarray) -> Trace:
+        """A trace of the given rows (an index array or a boolean mask), same ``failed``."""
+        pick = np.arange(len(self))[rows]
+        return Trace(
+            time=self.time[pick],
+            model=None if self.model is None else tuple(self.model[i] for i in pick.tolist()),
+            input=self.input[pick],
+            output=self.output[pick],
+            tenant=None if self.tenant is None else tuple(self.tenant[i] for i in pick.tolist()),
+            failed=self.failed,
+        )
 
     def __len__(self) -> int:
         return len(self.time)
@@ -221,26 +250,38 @@ def _parse_times(table: CsvColumns, column: str) -> np.ndarray:
     return times
 
 
-def read_aegaeon_trace(path: str | Path) -> Trace:
+def check_order(time: np.ndarray, column: str, stamps: Sequence[str], line: Callable[[int], int],
+                path: Path, sort: bool) -> np.ndarray | None:
+    """``None`` when ``time`` never goes backwards; else the stable sorting permutation if
+    ``sort``, else a :class:`TraceError` naming the first out-of-order line."""
+    backwards = np.flatnonzero(np.diff(time) < 0)
+    if not backwards.size:
+        return None
+    if sort:
+        return np.argsort(time, kind="stable")
+    i = int(backwards[0]) + 1
+    raise TraceError(
+        f"{path}:{line(i)}: {column} {stamps[i].strip()} is before the previous row's "
+        f"{stamps[i - 1].strip()}; sort the file by {column} (or pass --sort / set "
+        "workload.trace_sort: true)"
+    )
+
+
+def read_aegaeon_trace(path: str | Path, sort: bool = False) -> Trace:
     """Read an Aegaeon workload CSV (``Request Time,Model Name,Input Length,Output Length``).
 
     ``Request Time`` is ``hh:mm:ss.mmm`` since the start of the trace. Columns may come in any
     order; an optional ``Tenant`` column fills :attr:`Trace.tenant`. Timestamps must be
-    non-decreasing; lengths must be whole numbers >= 1.
+    non-decreasing unless ``sort`` (then rows are sorted by time, ties in file order);
+    lengths must be whole numbers >= 1.
     """
     path = Path(path)
     table = read_csv_columns(path, AEGAEON_COLUMNS, optional=(_TENANT_COLUMN,))
     if table.rows == 0:
         raise TraceError(f"{path}:1: empty trace, no request after the header")
     time = _parse_times(table, "Request Time")
-    backwards = np.flatnonzero(np.diff(time) < 0)
-    if backwards.size:
-        i = int(backwards[0]) + 1
-        stamps = table.columns["Request Time"]
-        raise TraceError(
-            f"{path}:{table.line(i)}: Request Time {stamps[i].strip()} is before the previous "
-            f"row's {stamps[i - 1].strip()}; sort the file by Request Time"
-        )
+    order = check_order(time, "Request Time", table.columns["Request Time"], table.line, path,
+                        sort)
     inputs = parse_counts(table, "Input Length", minimum=1)
     outputs = parse_counts(table, "Output Length", minimum=1)
     models = tuple(map(str.strip, table.columns["Model Name"]))
@@ -249,4 +290,5 @@ def read_aegaeon_trace(path: str | Path) -> Trace:
     tenant = None
     if _TENANT_COLUMN in table.columns:
         tenant = tuple(map(str.strip, table.columns[_TENANT_COLUMN]))
-    return Trace(time=time, model=models, input=inputs, output=outputs, tenant=tenant)
+    trace = Trace(time=time, model=models, input=inputs, output=outputs, tenant=tenant)
+    return trace if order is None else trace.take(order)
