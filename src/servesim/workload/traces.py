@@ -157,23 +157,27 @@ def read_csv_columns(
                 positions[name] = names.index(name)
         if not positions:
             return CsvColumns(path, {}, 0)
-        # pandas' C parser: several times faster than the csv module on 100k+ rows.
+        # pandas' C parser: several times faster than the csv module on 100k+ rows. Every
+        # column is read (no usecols) so that a row with more cells than the header is an error.
         frame = pd.read_csv(
             path,
             dtype=str,
             na_filter=False,
-            usecols=sorted(set(positions.values())),
             encoding="utf-8-sig",
             skip_blank_lines=True,
+            index_col=False,
         )
     except FileNotFoundError:
         raise TraceError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise TraceError(f"{path}: cannot read: {exc}") from None
     except (csv.Error, pd.errors.ParserError) as exc:
-        raise TraceError(f"{path}: malformed CSV: {exc}") from None
-    by_position = dict(zip(sorted(set(positions.values())), frame.columns, strict=True))
-    columns = {name: frame[by_position[index]].tolist() for name, index in positions.items()}
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if found:
+            raise TraceError(f"{path}:{found.group(2)}: {found.group(3)} cells, the header has "
+                             f"{found.group(1)}") from None
+        raise TraceError(f"{path}: malformed CSV: {' '.join(str(exc).split())}") from None
+    columns = {name: frame.iloc[:, index].tolist() for name, index in positions.items()}
     return CsvColumns(path, columns, len(frame))
 
 
