@@ -24,7 +24,7 @@ import pandas as pd
 from servesim import metrics
 from servesim.engine.requests import RequestTable
 from servesim.engine.world import ClusterLatency, InstanceSpec, World
-from servesim.errors import ScenarioError, ServesimError, did_you_mean
+from servesim.errors import ScenarioError, ServesimError, TraceError, did_you_mean
 from servesim.hardware import ModelShape, custom_model, get_gpu, get_model
 from servesim.latency import load_profile, switch_model_for
 from servesim.policies import get_policy
@@ -156,7 +156,10 @@ def _generate(scenario: Scenario, dep: Deployment) -> tuple[dict[str, np.ndarray
             tenants.append(tenant)
         rng = np.random.default_rng(children[s])
         times = generate_arrivals(arr, rate, start, end, rng) if end > start else np.zeros(0)
-        inp, out = sample_lengths(lens, int(times.shape[0]), rng, base_dir=_base(scenario))
+        try:
+            inp, out = sample_lengths(lens, int(times.shape[0]), rng, base_dir=_base(scenario))
+        except TraceError as exc:
+            raise TraceError(f"workload.lengths.file: {exc}") from None
         n = times.shape[0]
         parts["time"].append(times)
         parts["model"].append(np.full(n, m, dtype=np.int32))
@@ -177,8 +180,11 @@ def prepare(scenario: Scenario) -> Prepared:
     wl = scenario.workload
     replay = None
     if wl.trace is not None:
-        replay = replay_trace(wl, scenario.resolve_path(wl.trace), scenario.duration,
-                              scenario.seed, _base(scenario))
+        try:
+            replay = replay_trace(wl, scenario.resolve_path(wl.trace), scenario.duration,
+                                  scenario.seed, _base(scenario))
+        except TraceError as exc:
+            raise TraceError(f"workload.trace: {exc}") from None
         if replay.model_names is not None and wl.trace_model is None:
             dep = deploy_models(scenario, list(replay.model_names))
         elif scenario.models or wl.models is not None:
