@@ -10,8 +10,9 @@
 Prints one Markdown row per (suite, policy): the VTC table metric (Max Diff, Avg Diff, Diff
 Var; ``servesim.fairness.vtc_table_metric``), the paper's throughput (input + output tokens of
 the requests that got a token, / time to the last finish), the output-token throughput of the
-summary, Jain's index and the median TTFT. A policy given as ``rpm:5`` sets ``policy.limit=5``; ``name:k=v``
-pairs set other policy parameters (``vtc-oracle:predict_range=0.5``).
+summary, Jain's index and the median TTFT. A policy given as ``rpm:5`` sets
+``policy.limit=5``; ``name:k=v`` pairs (separated by ``;``) set other policy parameters
+(``vtc-oracle:predict_range=0.5``, ``equinox:alpha=0.9;beta=0.1``).
 """
 
 from __future__ import annotations

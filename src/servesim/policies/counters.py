@@ -60,7 +60,8 @@ class Counter:
         if not delta.any():
             return
         self.charged[ids] += delta
-        np.add.at(self.value, tenants, delta / self.weights[tenants])
+        self.value += np.bincount(tenants, weights=delta / self.weights[tenants],
+                                  minlength=self.value.shape[0])
 
 
 class CounterQueue:
@@ -198,10 +199,11 @@ class CounterQueue:
         req = self.world.requests
         tenants = req.tenant[ids]
         cost = self.actual_cost_of(ids)
-        np.add.at(self.served, tenants, cost - self._served_req[ids])
+        self.served += np.bincount(tenants, weights=cost - self._served_req[ids],
+                                   minlength=self.n_tenants)
         self._served_req[ids] = cost
         finished = req.status[ids] == Status.FINISHED
-        self.on_job(inst, job, ids, tenants, finished, started, now)
+        self.on_job(inst, job, ids, tenants, finished, cost, started, now)
 
     # -- costs --------------------------------------------------------------------------------
 
@@ -216,5 +218,6 @@ class CounterQueue:
         raise NotImplementedError
 
     def on_job(self, inst: Instance, job: Job, ids: np.ndarray, tenants: np.ndarray,
-               finished: np.ndarray, started: float, now: float) -> None:
+               finished: np.ndarray, cost: np.ndarray, started: float, now: float) -> None:
+        """Charges after a job on ``ids``; ``cost`` is their :meth:`actual_cost_of`."""
         raise NotImplementedError

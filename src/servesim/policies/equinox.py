@@ -213,7 +213,7 @@ class EquinoxQueue(CounterQueue):
         self.rfc.charge_estimate(rid, tenant, rfc_hat, 0.0)
 
     def on_job(self, inst: Instance, job: Job, ids: np.ndarray, tenants: np.ndarray,
-               finished: np.ndarray, started: float, now: float) -> None:
+               finished: np.ndarray, cost: np.ndarray, started: float, now: float) -> None:
         req = self.world.requests
         p = self.p
         sm = inst.step_model
@@ -230,7 +230,7 @@ class EquinoxQueue(CounterQueue):
                 batch = float(ids.shape[0])
                 self._rfc_accrued[ids] += min(1.0, batch / sat) * duration / batch
         self.rfc.settle(ids, tenants, self._rfc_accrued[ids], finished)
-        tokens = self.actual_cost_of(ids)
+        tokens = cost
         latency = np.where(finished, now - req.arrival[ids], 0.0)
         if p.ufc_form == "additive":
             accrued = tokens + np.where(finished, p.delta * latency / p.latency_ref, 0.0)

@@ -138,6 +138,12 @@ class PeriodicBatcher:
         self.preemption = bool(params.resolved("preemption"))
         #: decode steps since the last admission (LightLLM's ``has_wait_tokens``)
         self.steps_since_admission = 0
+        self.decode_steps = 0
+        # a failed admission of head request ``rid`` against batch version ``v`` cannot
+        # succeed before decode step ``fit_at``: (rid, v, fit_at); the batch version changes
+        # whenever the running batch does
+        self._blocked: tuple[int, int, int] | None = None
+        self._version = 0
         self._open_ended = False
         self._probe = -1
         self._probe_generated = 0
@@ -167,6 +173,12 @@ class PeriodicBatcher:
         world = self.world
         req = world.requests
         queue = self.waiting
+        blocked = self._blocked
+        if blocked is not None and len(queue):
+            rid = queue.peek()
+            if (rid == blocked[0] and blocked[1] == self._version
+                    and self.decode_steps < blocked[2] and not world.expired(rid, now)):
+                return []  # the same head still cannot fit (its footprint was computed ahead)
         capacity = self.capacity_tokens()
         budget = self.prefill_budget()
         # a request holding L tokens holds at most L + pad tokens' worth of blocks
@@ -193,11 +205,16 @@ class PeriodicBatcher:
                 world.fail(rid, now, reason=2)  # too long: it could never be admitted
                 continue
             if len(held) >= max_seqs or tokens + context > budget:
+                if not ids:
+                    self._blocked = (rid, self._version, MAX_STEPS)
                 break
             if self.conservative:
                 cand_held = context + 1 + pad
                 cand_left = remaining - 1
                 if _peak_tokens(held + [cand_held], left + [cand_left]) > capacity:
+                    if not ids:
+                        wait = _steps_until_fit(held, left, cand_held, cand_left, capacity)
+                        self._blocked = (rid, self._version, self.decode_steps + wait)
                     break
             else:
                 need = int(world.blocks_for(context + 1))
@@ -212,6 +229,8 @@ class PeriodicBatcher:
             tokens += context
             held.append(cand_held)
             left.append(cand_left)
+        if ids:
+            self._blocked = None
         return ids
 
     # -- the loop -----------------------------------------------------------------------------
@@ -248,6 +267,7 @@ class PeriodicBatcher:
                 )
             victim = int(self.running[-1])
             self.running = self.running[:-1]
+            self._version += 1
             world.evict(self.inst, victim)
             self.waiting.push_front(victim)
             if not self.running.shape[0]:
@@ -275,14 +295,17 @@ class PeriodicBatcher:
             ids = job.ids[status[job.ids] == Status.RUNNING]
             if ids.shape[0]:
                 self.running = np.concatenate((self.running, ids))
+                self._version += 1
         elif isinstance(job, Decode):
-            self.steps_since_admission += (int(world.requests.generated[self._probe])
-                                           - self._probe_generated)
+            steps = int(world.requests.generated[self._probe]) - self._probe_generated
+            self.steps_since_admission += steps
+            self.decode_steps += steps
             run = self.running
             if world.last_finished and run.shape[0]:
                 keep = status[run] == Status.RUNNING
                 if not keep.all():
                     self.running = run[keep]
+                    self._version += 1
         if self._job_done is not None:
             self._job_done(self.inst, job, self._started, world.env.now)
 
@@ -296,6 +319,30 @@ def _peak_tokens(held: list[int], left: list[int]) -> int:
     lf = lf[order]
     cum = np.cumsum(h[order])
     return int((lf * np.arange(1, lf.shape[0] + 1) + cum).max())
+
+
+def _steps_until_fit(held: list[int], left: list[int], cand_held: int, cand_left: int,
+                     capacity: int) -> int:
+    """Decode steps after which a candidate ``(cand_held, cand_left)`` first fits next to the
+    running batch ``(held, left)`` (which grows one slot and shrinks one step per step), before
+    the batch's first finish; ``MAX_STEPS`` when it does not fit before then (the batch then
+    changes and admission is computed afresh)."""
+    if not held:
+        return MAX_STEPS
+    h = np.asarray(held, dtype=np.int64)
+    lf = np.asarray(left, dtype=np.int64)
+    horizon = int(lf.min()) - 1
+    if horizon < 1:
+        return MAX_STEPS
+    k = np.arange(1, horizon + 1, dtype=np.int64)[:, None]
+    rows_h = np.concatenate((h[None, :] + k, np.full((horizon, 1), cand_held)), axis=1)
+    rows_l = np.concatenate((lf[None, :] - k, np.full((horizon, 1), cand_left)), axis=1)
+    order = np.argsort(-rows_l, axis=1, kind="stable")
+    rows_l = np.take_along_axis(rows_l, order, axis=1)
+    cum = np.cumsum(np.take_along_axis(rows_h, order, axis=1), axis=1)
+    need = (rows_l * np.arange(1, rows_l.shape[1] + 1) + cum).max(axis=1)
+    fits = np.flatnonzero(need <= capacity)
+    return int(fits[0]) + 1 if fits.size else MAX_STEPS
 
 
 class FairPolicy(Policy):

@@ -166,8 +166,8 @@ class VTCQueue(CounterQueue):
         self.counter.charge_estimate(rid, tenant, estimate, float(self.cost(n_p, 0.0)))
 
     def on_job(self, inst: Instance, job: Job, ids: np.ndarray, tenants: np.ndarray,
-               finished: np.ndarray, started: float, now: float) -> None:
-        self.counter.settle(ids, tenants, self.actual_cost_of(ids), finished)
+               finished: np.ndarray, cost: np.ndarray, started: float, now: float) -> None:
+        self.counter.settle(ids, tenants, cost, finished)
         if self.predictor == "ema" and finished.any():
             generated = self.world.requests.generated
             w = self._ema_weight
