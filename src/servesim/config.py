@@ -187,6 +187,13 @@ def build(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
         f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")
     }
     prefix = f"{path}." if path else ""
+    if any(isinstance(k, bool) for k in data):
+        # YAML 1.1 reads the keys on/off/yes/no as booleans: map them back to field names
+        names = {True: ("on", "yes"), False: ("off", "no")}
+        data = {
+            next((n for n in names[k] if n in fields), k) if isinstance(k, bool) else k: v
+            for k, v in data.items()
+        }
     for key in data:
         if not isinstance(key, str) or key not in fields:
             hint = did_you_mean(str(key), fields)
