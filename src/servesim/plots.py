@@ -187,6 +187,10 @@ def plot_results(
             ax.axhline(target, ls="--", color="0.35", lw=1, label=f"target {target:g}")
         if not numeric_x:
             ax.set_xticks(range(len(categories)), [str(c) for c in categories])
+        elif pd.api.types.is_integer_dtype(stats_table[x]):
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(label(x))
         ax.grid(alpha=0.3)
         if col is not None:

@@ -43,6 +43,7 @@ import multiprocessing
 import os
 import re
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -198,6 +199,8 @@ class SweepBase:
     def point(self, values: dict[str, Any]) -> Scenario:
         """The validated scenario of one grid point (raises a one-line ServesimError)."""
         raw = copy.deepcopy(self.raw)
+        if isinstance(raw.get("policy"), str):  # `policy: fcfs` is short for {name: fcfs}
+            raw["policy"] = {"name": raw["policy"]}
         name = values.get("policy.name")
         if isinstance(name, str) and isinstance(raw.get("policy"), dict):
             raw["policy"] = _params_for(name, raw["policy"])
@@ -236,14 +239,6 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_flatten(v, f"{prefix}{i}."))
         return out or {prefix[:-1]: []}
     return {prefix[:-1]: value}
-
-
-def _identity(base: SweepBase, keys: Sequence[str]) -> dict[str, Any]:
-    """The resolved base scenario, flattened, minus what the grid keys vary."""
-    prefixes = [("policy" if k == "policy.name" else k) for k in keys]
-    flat = _flatten(json.loads(json.dumps(base.scenario.to_dict(), default=str)))
-    return {k: v for k, v in flat.items()
-            if not any(k == p or k.startswith(p + ".") for p in prefixes)}
 
 
 # --------------------------------------------------------------------------- tasks
@@ -456,15 +451,49 @@ class DaskExecutor:
             self.cluster.close()
 
 
+class _SigintFlag:
+    """Remembers a Ctrl-C in the main thread, so one swallowed inside a simulation still stops
+    the sweep (SimPy turns an exception in a process into a failed event, which is lost when
+    the run's end is processed first)."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self.previous: Any = None
+
+    def __enter__(self) -> _SigintFlag:
+        current = signal.getsignal(signal.SIGINT)
+        if threading.current_thread() is threading.main_thread() and callable(current):
+            self.previous = current
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.hit = True
+        self.previous(signum, frame)
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if Ctrl-C was pressed since ``__enter__``."""
+        if self.hit:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def make_executor(workers: int | None = None, dask: Any = None,
                   dask_timeout: float = 10.0) -> InlineExecutor | ProcessExecutor | DaskExecutor:
     """The executor for ``workers`` (default: all cores) or a Dask ``address``/client."""
     if dask is not None:
         return DaskExecutor(dask, workers, dask_timeout)
-    workers = workers or os.cpu_count() or 1
-    if workers < 1:
-        raise ServesimError(f"--workers: must be >= 1, got {workers}")
+    workers = _workers(workers)
     return InlineExecutor() if workers == 1 else ProcessExecutor(workers)
+
+
+def _workers(workers: int | None) -> int:
+    if workers is not None and workers < 1:
+        raise ServesimError(f"--workers: must be >= 1, got {workers}")
+    return workers or os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------- results file
@@ -581,10 +610,13 @@ class ResultsFile:
         return {k for k, (_, row) in self.rows.items() if row["status"] == "ok"}
 
     def add(self, row: dict[str, Any], order: int) -> None:
-        """Add (or replace) a row; write the file unless writes would cost > 1/5 of the time."""
+        """Add (or replace) a row and write the file, unless the table is so large (a write
+        over 50 ms) that writing would take more than 1/5 of the time: then the row goes with
+        a later one."""
         self.rows[(row["point_key"], row["seed_index"])] = ((0, order, row["seed_index"]), row)
         self.dirty = True
-        if time.perf_counter() - self.last_flush >= 4 * self.flush_cost:
+        if (self.flush_cost < 0.05
+                or time.perf_counter() - self.last_flush >= 4 * self.flush_cost):
             self.flush()
 
     def table(self) -> pa.Table:
@@ -691,8 +723,7 @@ def run_sweep(
         store.flush()
         return store.frame()
     try:
-        executor = make_executor(min(workers or os.cpu_count() or 1, len(todo)), dask,
-                                 dask_timeout)
+        executor = make_executor(min(_workers(workers), len(todo)), dask, dask_timeout)
     except BaseException:
         store.discard()
         raise
@@ -700,12 +731,14 @@ def run_sweep(
         progress(counts)
     aborted = True
     try:
-        for task, outcome in executor.run(todo):
-            store.add(make_row(task, outcome), task.order)
-            counts.done += 1
-            counts.failed += outcome["status"] != "ok"
-            if progress is not None:
-                progress(counts)
+        with _SigintFlag() as ctrl_c:
+            for task, outcome in executor.run(todo):
+                ctrl_c.check()  # before recording: a run interrupted inside may be incomplete
+                store.add(make_row(task, outcome), task.order)
+                counts.done += 1
+                counts.failed += outcome["status"] != "ok"
+                if progress is not None:
+                    progress(counts)
         aborted = False
     finally:
         store.flush()  # first: an interrupted sweep keeps every finished row
@@ -860,12 +893,13 @@ def goodput(
         raise ServesimError(f"--vary {key}={lo:g}:{hi:g}: {key} is an integer; LO and HI must be "
                             "integers")
     executor = make_executor(1 if seeds == 1 and dask is None else
-                             min(workers or os.cpu_count() or 1, seeds), dask, dask_timeout)
+                             min(_workers(workers), seeds), dask, dask_timeout)
 
     def evaluate(value: float) -> list[float]:
         values = []
         for task, outcome in sorted(executor.run(build_tasks(base, {key: [value]}, seeds)),
                                     key=lambda item: item[0].seed_index):
+            ctrl_c.check()
             got = (outcome["summary"] or {}).get(metric)
             if outcome["status"] != "ok":
                 raise ServesimError(f"{key}={value:g} seed {task.seed}: {outcome['error']}")
@@ -876,8 +910,9 @@ def goodput(
 
     aborted = True
     try:
-        result = search_goodput(evaluate, lo, hi, target=target, integer=integer, tol=tol,
-                                label=key, on_point=on_point)
+        with _SigintFlag() as ctrl_c:
+            result = search_goodput(evaluate, lo, hi, target=target, integer=integer, tol=tol,
+                                    label=key, on_point=on_point)
         aborted = False
     finally:
         executor.close(abort=aborted)
