@@ -55,3 +55,27 @@ def test_check_mode_changes_nothing(make_scenario) -> None:
     plain = simulate(make_scenario()).requests
     checked = simulate(make_scenario(engine__check=True)).requests
     np.testing.assert_array_equal(plain.finish.to_numpy(), checked.finish.to_numpy())
+
+
+class FailsAtTheEnd(FCFS):
+    """A buggy policy that raises right after the last request finishes."""
+
+    name = "test-fails-at-the-end"
+
+    def on_done(self, inst, job, now):  # type: ignore[no-untyped-def]
+        super().on_done(inst, job, now)
+        if self.world.resolved == self.world.requests.n:
+            raise RuntimeError("policy bug at the very end")
+
+
+def test_failure_in_the_last_instant_is_not_lost(make_scenario) -> None:
+    """An exception raised by a policy in the run's last instant reaches the caller."""
+    from servesim.engine.world import World
+    from servesim.simulate import prepare
+
+    scenario = make_scenario(duration=5.0)
+    prep = prepare(scenario)
+    world = World(prep.requests, prep.instances, FailsAtTheEnd(scenario.policy.params),
+                  prep.latency)
+    with pytest.raises(RuntimeError, match="very end"):
+        world.run()

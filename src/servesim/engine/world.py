@@ -278,7 +278,7 @@ class World:
             for i, s in enumerate(instances)
         ]
         policy.attach(self)
-        self.env.process(self._arrivals())
+        self._arrival_process = self.env.process(self._arrivals())
         self.checker: Checker | None = None
         if check:
             self.checker = Checker(self)
@@ -407,6 +407,12 @@ class World:
             if "No scheduled events left" not in str(exc):
                 raise
             self.stop_reason = "stalled"
+        # A process that failed in the run's last instant (a policy bug, or Ctrl-C landing
+        # inside a process) is scheduled but never processed once the run stops: re-raise it.
+        for proc in [inst.process for inst in self.instances] + [self._arrival_process]:
+            if proc.triggered and not proc.ok:
+                proc.defused = True
+                raise proc.value
         self._close()
         if self.checker is not None:
             self.checker.at_end()
