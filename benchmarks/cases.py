@@ -15,6 +15,9 @@ from typing import Any
 #: The repository root; case scenario paths are relative to it.
 ROOT = Path(__file__).resolve().parents[1]
 
+#: The shared data folder every developer and CI has next to the repository (real traces).
+SHARED = ROOT.parent / "shared"
+
 #: Seconds of arrivals in the warm-up run that precedes the measured run (at most the
 #: case's own duration). Long enough to go through prefill, decode and finish.
 WARMUP_DURATION = 10.0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import re
 import sys
@@ -36,25 +37,53 @@ OUT = ROOT / "docs" / "reproductions"
 POLICIES = ("aegaeon", "serverlessllm", "serverlessllm+", "muxserve", "fcfs")
 GOAL = 0.9
 
-#: (name, rate, input scale, output scale, SLO scale, policies, model counts)
-def grids(quick: bool) -> list[tuple[str, float, float, float, float, tuple[str, ...],
-                                      list[int]]]:
-    lo = list(range(16, 81, 16 if quick else 4))
-    hi = list(range(8, 49, 8 if quick else 4))
-    strict = list(range(4, 41, 8 if quick else 4))
-    all_p = POLICIES
-    main3 = ("aegaeon", "serverlessllm", "serverlessllm+")
-    return [
-        ("sharegpt", 0.1, 1.0, 1.0, 1.0, all_p, lo),
-        ("sharegpt", 0.5, 1.0, 1.0, 1.0, all_p, hi),
-        ("sharegpt-ox2", 0.1, 1.0, 2.0, 1.0, main3, lo),
-        ("sharegpt-ox2", 0.5, 1.0, 2.0, 1.0, main3, hi),
-        ("sharegpt-ix2", 0.1, 2.0, 1.0, 1.0, main3, lo),
-        ("sharegpt-ix2", 0.5, 2.0, 1.0, 1.0, main3, hi),
-        ("slo-0.5x", 0.1, 1.0, 1.0, 0.5, ("aegaeon", "serverlessllm", "muxserve"), lo),
-        ("slo-0.3x", 0.1, 1.0, 1.0, 0.3, ("aegaeon", "serverlessllm", "muxserve"), strict),
-        ("slo-0.2x", 0.1, 1.0, 1.0, 0.2, ("aegaeon", "serverlessllm", "muxserve"), strict),
-    ]
+#: (name, rate, input scale, output scale, SLO scale, {policy: model counts})
+Grid = tuple[str, float, float, float, float, dict[str, list[int]]]
+
+
+def grids(quick: bool) -> list[Grid]:
+    """The paper's grids (16-80 models at 0.1 req/s, 8-48 at 0.5), extended for aegaeon until
+    it falls below the goal (so that its goodput point, and the ratio, are measured)."""
+    step = 16 if quick else 4
+
+    def span(lo: int, hi: int) -> list[int]:
+        return list(range(lo, hi + 1, step))
+
+    lo, lo_ext = span(16, 80), span(16, 120)
+    hi, hi_ext = span(8, 48), span(8, 80)
+    strict, strict_ext = span(4, 80), span(4, 120)
+    three = ("serverlessllm", "serverlessllm+")
+    out: list[Grid] = []
+    for rate, base, ext in ((0.1, lo, lo_ext), (0.5, hi, hi_ext)):
+        main = {"aegaeon": ext, **dict.fromkeys(("serverlessllm", "serverlessllm+",
+                                                 "muxserve", "fcfs"), base)}
+        out.append(("sharegpt", rate, 1.0, 1.0, 1.0, main))
+        variant = {"aegaeon": ext, **dict.fromkeys(three, base)}
+        out.append(("sharegpt-ox2", rate, 1.0, 2.0, 1.0, variant))
+        out.append(("sharegpt-ix2", rate, 2.0, 1.0, 1.0, variant))
+    for scale in (0.5, 0.3, 0.2):
+        out.append((f"slo-{scale:g}x", 0.1, 1.0, 1.0, scale,
+                    {"aegaeon": strict_ext, "serverlessllm": strict, "muxserve": strict}))
+    return out
+
+
+#: One-knob departures from the defaults at 0.1 req/s (generated arrivals): label, policy,
+#: overrides, model counts. They show how far the conclusions move with the uncertain inputs.
+SENSITIVITY: list[tuple[str, str, dict[str, Any], list[int]]] = [
+    ("default", "aegaeon", {}, [64, 80, 96]),
+    ("KV moves at 0.03125 ms/token (Aegaeon's simulator)", "aegaeon",
+     {"switching.kv_seconds_per_token": 3.125e-5}, [64, 80, 96]),
+    ("dispatch: artifact", "aegaeon", {"policy.dispatch": "artifact"}, [64, 80, 96]),
+    ("no prefetch", "aegaeon", {"switching.prefetch": False}, [64, 80, 96]),
+    ("stage T2 (0.35 s fixed)", "aegaeon", {"switching.stage": "T2"}, [64, 80, 96]),
+    ("default", "serverlessllm", {}, [32, 48, 64]),
+    ("loader + 0.9 s engine start (T1 fixed part)", "serverlessllm",
+     {"policy.loader_fixed_seconds": 0.9}, [32, 48, 64]),
+    ("scenario switching model (T3 over PCIe, no loader)", "serverlessllm",
+     {"policy.loader_bandwidth": None}, [32, 48, 64]),
+    ("default", "serverlessllm+", {}, [48, 64, 80]),
+    ("preempt: true", "serverlessllm+", {"policy.preempt": True}, [48, 64, 80]),
+]
 
 
 def runnable(policy: str, models: int) -> bool:
@@ -73,6 +102,7 @@ def run_point(point: dict[str, Any]) -> dict[str, Any]:
         "slo.scale": point["slo_scale"],
         "duration": 120.0 if point["rate"] <= 0.1 else 60.0,
     }
+    overrides.update(point.get("extra") or {})
     if point.get("trace"):
         overrides["workload.trace"] = point["trace"]
         overrides["duration"] = 1e6
@@ -97,6 +127,30 @@ def run_point(point: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+FIELDS = ["variant", "label", "extra", "policy", "rate", "models", "input_scale",
+          "output_scale", "slo_scale", "seed", "trace", "requests", "failed", "slo_attainment",
+          "slo_met_fraction", "ttft_p99", "switches", "switch_seconds", "wall_seconds"]
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of an earlier aegaeon-runs.csv (to rerun one part only)."""
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            row: dict[str, Any] = dict(r)
+            for key in ("rate", "input_scale", "output_scale", "slo_scale", "slo_attainment",
+                        "slo_met_fraction"):
+                row[key] = float(row[key])
+            for key in ("models", "seed"):
+                row[key] = int(row[key])
+            row["extra"] = json.loads(row["extra"]) if row.get("extra") else None
+            row["trace"] = row.get("trace") or None
+            rows.append(row)
+    return rows
+
+
 def goodput(curve: dict[int, float]) -> int:
     """Largest model count whose attainment, and that of every smaller count, is >= GOAL."""
     best = 0
@@ -117,6 +171,8 @@ def markdown(rows: list[dict[str, Any]], with_traces: bool) -> str:
     curves: dict[tuple[str, float, str, str], dict[int, list[float]]] = defaultdict(
         lambda: defaultdict(list))
     for r in rows:
+        if r["variant"] == "sensitivity":
+            continue
         src = "trace" if r.get("trace") else "generated"
         curves[(r["variant"], float(r["rate"]), src, r["policy"])][int(r["models"])].append(
             float(r["slo_attainment"]))
@@ -166,6 +222,22 @@ def markdown(rows: list[dict[str, Any]], with_traces: bool) -> str:
                 cells.append(f"{sum(v) / len(v):.3f}" if v else "–")
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
         lines.append("")
+    sens: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["variant"] == "sensitivity":
+            sens[(r["policy"], r["label"])][int(r["models"])].append(float(r["slo_attainment"]))
+    if sens:
+        lines.append("#### Sensitivity: one knob changed, 0.1 req/s per model (generated "
+                     "arrivals), mean SLO attainment\n")
+        lines.append("| policy | change | attainment at N models |")
+        lines.append("|---|---|---|")
+        for label, pol, _extra, _counts in SENSITIVITY:
+            curve = sens.get((pol, label))
+            if not curve:
+                continue
+            cells = ", ".join(f"{n}: {sum(v) / len(v):.3f}" for n, v in sorted(curve.items()))
+            lines.append(f"| {pol} | {label} | {cells} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -178,6 +250,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     panels = [("sharegpt", 0.1), ("sharegpt", 0.5), ("sharegpt-ox2", 0.1),
               ("sharegpt-ix2", 0.1), ("slo-0.5x", 0.1), ("slo-0.2x", 0.1)]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharey=True)
+    colors = {pol: f"C{k}" for k, pol in enumerate(POLICIES)}
     for ax, (variant, rate) in zip(axes.flat, panels, strict=True):
         for pol in POLICIES:
             pts: dict[int, list[float]] = defaultdict(list)
@@ -188,7 +261,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             if pts:
                 xs = sorted(pts)
                 ax.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], marker="o", ms=3,
-                        label=pol)
+                        label=pol, color=colors[pol])
         ax.axhline(GOAL, color="grey", lw=0.8, ls="--")
         ax.set_title(f"{variant}, {rate:g} req/s per model")
         ax.set_xlabel("models")
@@ -208,11 +281,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--traces", type=Path, help="folder of the artifact's synth-*.csv files")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--only", choices=("grids", "sensitivity"),
+                    help="rerun one part, keeping the other's rows from the existing CSV")
+    ap.add_argument("--from-csv", action="store_true",
+                    help="run nothing: redraw the figure and tables from the existing CSV")
     args = ap.parse_args(argv)
     seeds = 1 if args.quick else args.seeds
     points: list[dict[str, Any]] = []
-    for variant, rate, ins, outs, slo, pols, counts in grids(args.quick):
-        for pol in pols:
+    if args.only != "grids":
+        for label, pol, extra, counts in SENSITIVITY:
+            for n in counts:
+                points += [{"variant": "sensitivity", "label": label, "extra": extra,
+                            "policy": pol, "rate": 0.1, "models": n, "input_scale": 1.0,
+                            "output_scale": 1.0, "slo_scale": 1.0, "seed": s}
+                           for s in range(seeds)]
+    for variant, rate, ins, outs, slo, per_policy in (
+            grids(args.quick) if args.only != "sensitivity" else []):
+        for pol, counts in per_policy.items():
             for n in counts:
                 if not runnable(pol, n):
                     continue
@@ -227,23 +312,29 @@ def main(argv: list[str] | None = None) -> int:
     points.sort(key=lambda p: -p["models"] * p["rate"] * (1 + p["output_scale"]))
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    if args.from_csv:
+        points = []
+        rows = read_rows(args.out / "aegaeon-runs.csv")
+    elif args.only is not None:
+        rows = [r for r in read_rows(args.out / "aegaeon-runs.csv")
+                if (r["variant"] == "sensitivity") != (args.only == "sensitivity")]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for k, row in enumerate(pool.map(run_point, points, chunksize=1), 1):
             rows.append(row)
             if k % 25 == 0 or k == len(points):
                 print(f"{k}/{len(points)} runs, {time.perf_counter() - t0:.0f} s",
                       file=sys.stderr)
-    rows.sort(key=lambda r: (r["variant"], r["rate"], r["policy"], r["models"],
-                             bool(r.get("trace")), r["seed"]))
+    rows.sort(key=lambda r: (r["variant"], r["rate"], r["policy"], r.get("label") or "",
+                             r["models"], bool(r.get("trace")), r["seed"]))
     args.out.mkdir(parents=True, exist_ok=True)
-    fields = ["variant", "policy", "rate", "models", "input_scale", "output_scale",
-              "slo_scale", "seed", "trace", "requests", "failed", "slo_attainment",
-              "slo_met_fraction", "ttft_p99", "switches", "switch_seconds", "wall_seconds"]
+    fields = FIELDS
     with open(args.out / "aegaeon-runs.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for r in rows:
-            writer.writerow({**r, "trace": Path(r["trace"]).name if r.get("trace") else ""})
+            writer.writerow({**r, "trace": Path(r["trace"]).name if r.get("trace") else "",
+                             "label": r.get("label") or "",
+                             "extra": json.dumps(r["extra"]) if r.get("extra") else ""})
     plot(rows, args.out / "aegaeon-fig11.png")
     block = markdown(rows, args.traces is not None)
     doc = args.out / "aegaeon.md"

@@ -65,3 +65,15 @@ def make_scenario():
         return scenario_from_dict(tiny_scenario_dict(**changes))
 
     return build
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print how many fuzz cases ran (tests/fuzzing.py counts them), with or without ``-s``."""
+    import sys
+
+    fuzzing = sys.modules.get("fuzzing")
+    lines = fuzzing.summary_lines() if fuzzing is not None else []
+    if lines:
+        terminalreporter.write_sep("-", "fuzz cases")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -111,24 +111,25 @@ def test_engine_credits_prefetch_with_compute_only() -> None:
                                                 + max(0.010, full - compute))
 
 
-def test_kv_move_costs_bytes_over_the_host_link_or_the_per_token_figure() -> None:
+@pytest.mark.parametrize("per_token", [None, 3.125e-5])
+def test_kv_move_costs_bytes_over_the_host_link_or_the_per_token_figure(
+        per_token: float | None) -> None:
     """MoveKV of a request costs context * kv_bytes / host link (each way), or
     context * switching.kv_seconds_per_token when set (Aegaeon's 0.03125 ms/token)."""
-    for per_token in (None, 3.125e-5):
-        policy = _Script([])
-        model = lambda r: int(policy.world.requests.model[r])  # noqa: E731
-        policy.jobs = [lambda r: Switch(model(r)), lambda r: Prefill(np.array([r])),
-                       lambda r: MoveKV(np.array([r]), "out"),
-                       lambda r: MoveKV(np.array([r]), "in")]
-        world = _world(policy, switching={"kv_seconds_per_token": per_token})
-        world.run()
-        times = [t for _, t in policy.done]
-        tokens = 601  # 600 prompt tokens + the first output token
-        shape = world.latency.models[model(policy.rid)]
-        expected = (tokens * per_token if per_token is not None
-                    else tokens * shape.kv_bytes_per_token / (64 * GiB))
-        assert times[2] - times[1] == pytest.approx(expected, rel=1e-9)
-        assert times[3] - times[2] == pytest.approx(expected, rel=1e-9)
+    policy = _Script([])
+    model = lambda r: int(policy.world.requests.model[r])  # noqa: E731
+    policy.jobs = [lambda r: Switch(model(r)), lambda r: Prefill(np.array([r])),
+                   lambda r: MoveKV(np.array([r]), "out"),
+                   lambda r: MoveKV(np.array([r]), "in")]
+    world = _world(policy, switching={"kv_seconds_per_token": per_token})
+    world.run()
+    times = [t for _, t in policy.done]
+    tokens = 601  # 600 prompt tokens + the first output token
+    shape = world.latency.models[model(policy.rid)]
+    expected = (tokens * per_token if per_token is not None
+                else tokens * shape.kv_bytes_per_token / (64 * GiB))
+    assert times[2] - times[1] == pytest.approx(expected, rel=1e-9)
+    assert times[3] - times[2] == pytest.approx(expected, rel=1e-9)
 
 
 def test_prefetch_needs_memory_for_two_models() -> None:

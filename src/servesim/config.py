@@ -21,6 +21,7 @@ from servesim.errors import ScenarioError, did_you_mean
 
 T = TypeVar("T")
 _FLOAT_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+_INT64 = 2**63  # every integer field ends up in numpy int64 arrays or arithmetic
 _MISSING = dataclasses.MISSING
 
 
@@ -61,7 +62,10 @@ def _describe(tp: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # a value nested thousands deep (YAML flow lists, in-code dicts)
+        text = f"a {type(value).__name__} nested too deeply"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -94,7 +98,8 @@ def convert(tp: Any, value: Any, path: str) -> Any:
                     return c
         elif value in choices and not isinstance(value, bool):
             return value
-        hint = did_you_mean(str(value), [str(c) for c in choices])
+        hint = did_you_mean(value if isinstance(value, str) else _short(value),
+                            [str(c) for c in choices])
         raise ScenarioError(
             f"{path}: {_short(value)} is not allowed{hint}; allowed: "
             + ", ".join(str(c) for c in choices)
@@ -129,11 +134,15 @@ def convert(tp: Any, value: Any, path: str) -> Any:
     if tp is int:
         if isinstance(value, bool):
             raise ScenarioError(f"{path}: expected an integer, got {_short(value)}")
-        if isinstance(value, int):
-            return value
         if isinstance(value, float) and math.isfinite(value) and value == int(value):
-            return int(value)
-        raise ScenarioError(f"{path}: expected an integer, got {_short(value)}")
+            value = int(value)
+        if not isinstance(value, int):
+            raise ScenarioError(f"{path}: expected an integer, got {_short(value)}")
+        if not -_INT64 <= value < _INT64:
+            raise ScenarioError(
+                f"{path}: expected a 64-bit integer (-2**63 <= value < 2**63), got {_short(value)}"
+            )
+        return value
     if tp is float:
         if isinstance(value, str) and _FLOAT_TEXT.match(value.strip()):
             value = float(value)  # YAML 1.1 reads 8.0e9 (no exponent sign) as a string

@@ -169,6 +169,18 @@ def emit_one_token(
 
 
 @njit(cache=True)
+def _gap_bin_bounds(b: int) -> tuple[float, float]:
+    """Gaps strictly between the two bounds fall in bin ``b`` whatever the rounding of
+    :func:`_gap_bin` (a relative margin of 1e-9 around the exact edges, far above the few ulps
+    of error of its log10); ``(inf, -inf)`` (nothing) for the clamped first and last bins."""
+    if b <= 0 or b >= GAP_HIST_BINS - 1:
+        return math.inf, -math.inf
+    lo = GAP_HIST_LO * 10.0 ** (b / GAP_HIST_PER_DECADE)
+    hi = GAP_HIST_LO * 10.0 ** ((b + 1) / GAP_HIST_PER_DECADE)
+    return lo * (1.0 + 1e-9), hi * (1.0 - 1e-9)
+
+
+@njit(cache=True)
 def advance_decode(
     ids: np.ndarray, steps: int, t0: float, first_step: float, step_growth: float,
     arrival: np.ndarray, generated: np.ndarray, last_token: np.ndarray, slo_start: np.ndarray,
@@ -180,11 +192,31 @@ def advance_decode(
     Step ``i`` (1-based) ends at ``t0 + i*first_step + step_growth*i*(i-1)/2`` where
     ``first_step = a + c*B + b*C0`` and ``step_growth = b*B`` (the closed form of
     ``specs/latency-model.md``); every request of the batch emits one token per step.
+
+    The per-token loop keeps a request's SLO scan state in locals (the same arithmetic, in the
+    same order, as :func:`_slo_token`) and counts gaps per histogram bin, taking the log only
+    when a gap leaves the current bin's safe interval: the gaps of a segment grow slowly, so
+    most tokens fall in the bin of the previous one. Two bins are cached: one for each
+    request's first gap (which depends on what the request did before the segment), one for the
+    later gaps (the same for every request of the batch).
     """
+    b = -1  # bin of the later gaps, its count and safe interval
+    count = 0
+    lo = math.inf
+    hi = -math.inf
+    b1 = -1  # bin of the first gaps
+    count1 = 0
+    lo1 = math.inf
+    hi1 = -math.inf
     for j in range(ids.shape[0]):
         r = ids[j]
         last = last_token[r]
         tbt = tbt_slo[r]
+        arr = arrival[r]
+        start = slo_start[r]
+        accum = slo_accum[r]
+        target = slo_target[r]
+        qos = slo_qos[r]
         gsum = 0.0
         gmax = gap_max[r]
         late = 0
@@ -196,14 +228,82 @@ def advance_decode(
                 gmax = gap
             if gap > tbt:
                 late += 1
-            gap_hist[_gap_bin(gap)] += 1
-            _slo_token(r, t, arrival, slo_start, slo_accum, slo_target, slo_qos, tbt)
+            if i == 1:
+                if not (gap > lo1 and gap < hi1):
+                    if count1:
+                        gap_hist[b1] += count1
+                    b1 = _gap_bin(gap)
+                    lo1, hi1 = _gap_bin_bounds(b1)
+                    count1 = 0
+                count1 += 1
+            else:
+                if not (gap > lo and gap < hi):
+                    if count:
+                        gap_hist[b] += count
+                    b = _gap_bin(gap)
+                    lo, hi = _gap_bin_bounds(b)
+                    count = 0
+                count += 1
+            # one step of the attainment scan (_slo_token)
+            cum = t - arr
+            if cum - start <= target:
+                accum = target
+            else:
+                qos += accum
+                start = cum
+                accum = 0.0
+            target += tbt
             last = t
+        slo_start[r] = start
+        slo_accum[r] = accum
+        slo_target[r] = target
+        slo_qos[r] = qos
         last_token[r] = last
         gap_sum[r] += gsum
         gap_max[r] = gmax
         late_gaps[r] += late
         generated[r] += steps
+    if count:
+        gap_hist[b] += count
+    if count1:
+        gap_hist[b1] += count1
+
+
+@njit(cache=True)
+def advance_decode_and_settle(
+    ids: np.ndarray, steps: int, t0: float, first_step: float, step_growth: float, now: float,
+    arrival: np.ndarray, input_len: np.ndarray, output_len: np.ndarray, generated: np.ndarray,
+    last_token: np.ndarray, slo_start: np.ndarray, slo_accum: np.ndarray,
+    slo_target: np.ndarray, slo_qos: np.ndarray, tbt_slo: np.ndarray, gap_sum: np.ndarray,
+    gap_max: np.ndarray, late_gaps: np.ndarray, gap_hist: np.ndarray, kv_blocks: np.ndarray,
+    status: np.ndarray, finish: np.ndarray, block_size: int, lookahead: int,
+) -> tuple[int, int]:
+    """:func:`advance_decode` then :func:`settle` at ``now`` (the end of a decode job), in one
+    call: the engine's fast path pays the dispatch of one kernel instead of two."""
+    advance_decode(ids, steps, t0, first_step, step_growth, arrival, generated, last_token,
+                   slo_start, slo_accum, slo_target, slo_qos, tbt_slo, gap_sum, gap_max,
+                   late_gaps, gap_hist)
+    return settle(ids, now, input_len, output_len, generated, kv_blocks, status, finish,
+                  block_size, lookahead)
+
+
+@njit(cache=True)
+def emit_one_token_and_settle(
+    ids: np.ndarray, t: float, arrival: np.ndarray, input_len: np.ndarray,
+    output_len: np.ndarray, generated: np.ndarray, first_token: np.ndarray,
+    last_token: np.ndarray, slo_start: np.ndarray, slo_accum: np.ndarray,
+    slo_target: np.ndarray, slo_qos: np.ndarray, ttft_slo: np.ndarray, tbt_slo: np.ndarray,
+    gap_sum: np.ndarray, gap_max: np.ndarray, late_gaps: np.ndarray, gap_hist: np.ndarray,
+    kv_blocks: np.ndarray, status: np.ndarray, finish: np.ndarray, block_size: int,
+    lookahead: int,
+) -> tuple[int, int]:
+    """:func:`emit_one_token` at ``t`` then :func:`settle` at ``t`` (the end of a prefill),
+    in one call."""
+    emit_one_token(ids, t, arrival, generated, first_token, last_token, slo_start, slo_accum,
+                   slo_target, slo_qos, ttft_slo, tbt_slo, gap_sum, gap_max, late_gaps,
+                   gap_hist)
+    return settle(ids, t, input_len, output_len, generated, kv_blocks, status, finish,
+                  block_size, lookahead)
 
 
 @njit(cache=True)

@@ -17,11 +17,15 @@ from typing import Any, Literal
 
 import yaml
 
-from servesim.config import build, fld, to_plain
+from servesim.config import _short, build, fld, to_plain
 from servesim.errors import ScenarioError, ServesimError, did_you_mean
 from servesim.hardware import get_gpu, get_model
 from servesim.policies import get_policy
 from servesim.workload.spec import WorkloadSpec
+
+MAX_TIMELINE_WINDOWS = 1_000_000
+"""Most windows of ``outputs.timeline_interval`` over the scenario's duration (each is a row of
+the timeline table per tenant; the run's drain adds more)."""
 
 
 @dataclass(frozen=True)
@@ -88,11 +92,11 @@ class PolicySpec:
         if isinstance(value, str):
             value = {"name": value}
         if not isinstance(value, dict):
-            raise ScenarioError(f"{path}: expected a mapping with a name, got {value!r}")
+            raise ScenarioError(f"{path}: expected a mapping with a name, got {_short(value)}")
         raw = dict(value)
         name = raw.pop("name", "fcfs")
         if not isinstance(name, str):
-            raise ScenarioError(f"{path}.name: expected a string, got {name!r}")
+            raise ScenarioError(f"{path}.name: expected a string, got {_short(name)}")
         try:
             policy_cls = get_policy(name)
         except ServesimError as exc:
@@ -235,6 +239,17 @@ class Scenario:
     def validate(self, path: str) -> None:
         if not self.cluster:
             raise ScenarioError("cluster: needs at least one instance group")
+        for name, seconds in (("ttft", self.ttft), ("tbt", self.tbt)):
+            if not seconds >= 1e-6:
+                raise ScenarioError(f"slo.{name}: {seconds:g} s after slo.scale; an SLO must be "
+                                    ">= 1e-06 s")
+        windows = self.duration / self.outputs.timeline_interval
+        if windows > MAX_TIMELINE_WINDOWS:
+            raise ScenarioError(
+                f"outputs.timeline_interval: {self.outputs.timeline_interval:g} s makes "
+                f"{windows:.3g} timeline windows over duration {self.duration:g} s; at most "
+                f"{MAX_TIMELINE_WINDOWS:,}: use a longer interval"
+            )
         if not self.models and self.workload.models is None and self.workload.trace is None:
             raise ScenarioError(
                 "models: no models deployed; set workload.models (many-models form), "
@@ -291,11 +306,16 @@ class Scenario:
         return scenario_from_dict(raw, base_dir=self.base_dir)
 
 
+# What yaml.safe_load raises besides YAMLError: its constructors let ValueError (`2024-13-45`,
+# `!!float abc`), AttributeError (`!!timestamp x`) through, and its composer recurses.
+_YAML_LEAKS = (ValueError, TypeError, AttributeError, OverflowError, RecursionError)
+
+
 def _parse_value(value: Any) -> Any:
     if isinstance(value, str):
         try:
             return yaml.safe_load(value) if value.strip() else value
-        except yaml.YAMLError:
+        except (yaml.YAMLError, *_YAML_LEAKS):
             return value
     return value
 
@@ -364,6 +384,10 @@ def load_scenario(
         where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ScenarioError(f"{where}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ScenarioError(f"{p}: invalid YAML: nested too deeply") from None
+    except _YAML_LEAKS as exc:
+        raise ScenarioError(f"{p}: invalid YAML: {exc}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -28,12 +28,15 @@ from servesim.errors import ScenarioError, ServesimError, TraceError, did_you_me
 from servesim.hardware import ModelShape, custom_model, get_gpu, get_model
 from servesim.latency import load_profile, switch_model_for
 from servesim.policies import get_policy
-from servesim.scenario import Scenario
-from servesim.workload.arrivals import generate_arrivals
+from servesim.scenario import MAX_TIMELINE_WINDOWS, Scenario
+from servesim.workload.arrivals import MAX_ARRIVALS, generate_arrivals, peak_rate
 from servesim.workload.lengths import sample_lengths
 from servesim.workload.popularity import model_rates
 from servesim.workload.replay import DEFAULT_TRACE_MODEL, assign_models, replay_trace
 from servesim.workload.spec import ArrivalSpec, LengthSpec
+
+_LARGEST_LENGTH = 1 << 40
+"""Tokens: lengths are clipped to this before the cast to int64 (the context cap follows)."""
 
 
 @dataclass
@@ -145,6 +148,13 @@ def _generate(scenario: Scenario, dep: Deployment) -> tuple[dict[str, np.ndarray
             expanded.append((m, src.tenant, rate,
                              src.arrival or wl.arrival, src.lengths or wl.lengths,
                              src.start, end))
+    expected = sum(peak_rate(arr, rate) * max(0.0, end - start)
+                   for _, _, rate, arr, _, start, end in expanded)
+    if expected > MAX_ARRIVALS:
+        raise ScenarioError(
+            f"workload: up to {expected:.3g} requests would arrive (rates x duration); at most "
+            f"{MAX_ARRIVALS:,} per run: lower workload.rate, the sources' rates or duration"
+        )
     children = np.random.SeedSequence(scenario.seed).spawn(len(expanded))
     tenants: list[str] = []
     tenant_idx: dict[str, int] = {}
@@ -160,6 +170,9 @@ def _generate(scenario: Scenario, dep: Deployment) -> tuple[dict[str, np.ndarray
             inp, out = sample_lengths(lens, int(times.shape[0]), rng, base_dir=_base(scenario))
         except TraceError as exc:
             raise TraceError(f"workload.lengths.file: {exc}") from None
+        except OSError as exc:  # e.g. a file name too long for the file system
+            raise TraceError(f"workload.lengths.file: {lens.file}: cannot read "
+                             f"({exc.strerror or exc})") from None
         n = times.shape[0]
         parts["time"].append(times)
         parts["model"].append(np.full(n, m, dtype=np.int32))
@@ -185,6 +198,9 @@ def prepare(scenario: Scenario) -> Prepared:
                                   scenario.seed, _base(scenario))
         except TraceError as exc:
             raise TraceError(f"workload.trace: {exc}") from None
+        except OSError as exc:  # e.g. a file name too long for the file system
+            raise TraceError(f"workload.trace: {wl.trace}: cannot read ({exc.strerror or exc})"
+                             ) from None
         if replay.model_names is not None and wl.trace_model is None:
             dep = deploy_models(scenario, list(replay.model_names))
         elif scenario.models or wl.models is not None:
@@ -247,8 +263,9 @@ def prepare(scenario: Scenario) -> Prepared:
         n_sources = 1
     else:
         cols, tenants, n_sources = _generate(scenario, dep)
-    inp = np.maximum(1, np.rint(cols["input"] * wl.input_scale)).astype(np.int64)
-    out = np.maximum(1, np.rint(cols["output"] * wl.output_scale)).astype(np.int64)
+    # clipped before the cast: a huge scale must not wrap around int64
+    inp = np.clip(np.rint(cols["input"] * wl.input_scale), 1, _LARGEST_LENGTH).astype(np.int64)
+    out = np.clip(np.rint(cols["output"] * wl.output_scale), 1, _LARGEST_LENGTH).astype(np.int64)
     caps = np.array([wl.max_context or s.max_context for s in dep.shapes], dtype=np.int64)
     model = cols["model"].astype(np.int32)
     if inp.size:  # the cap differs per model: input first, then output (as apply_context_cap)
@@ -359,11 +376,18 @@ def simulate(
     if progress is not None:
         world.progress = progress
     world.run()
+    end = max(world.env.now, scenario.duration)
+    interval = scenario.outputs.timeline_interval
+    if not end / interval <= 10 * MAX_TIMELINE_WINDOWS:  # days-long switches, say
+        raise ScenarioError(
+            f"outputs.timeline_interval: the run lasted {end:.3g} s of simulated time, "
+            f"{end / interval:.3g} timeline windows of {interval:g} s (at most "
+            f"{10 * MAX_TIMELINE_WINDOWS:,}); use a longer interval or set engine.max_time"
+        )
     frame = metrics.requests_frame(world, prep.deployment.names, prep.tenants)
     instances = metrics.instances_frame(world, prep.deployment.names)
     tenants = metrics.tenants_frame(frame, world.tenant_weights)
-    timeline = metrics.timeline_frame(frame, scenario.outputs.timeline_interval,
-                                      max(world.env.now, scenario.duration))
+    timeline = metrics.timeline_frame(frame, interval, end)
     token_times = None
     if world.token_times is not None and world.token_offsets is not None:
         offs = world.token_offsets

@@ -289,8 +289,7 @@ class Instance:
         self.busy["prefill"] += duration
         if self.prefetch_model >= 0:
             self.prefetch_overlap += duration
-        world.emit_first_tokens(ids, env.now)
-        self._add_blocks(world.settle(ids), model)
+        self._add_blocks(world.finish_prefill(ids), model)
 
     def _decode(self, job: Decode) -> Generator[simpy.Event, Any, None]:
         world = self.world
@@ -332,8 +331,7 @@ class Instance:
         self.busy["decode"] += env.now - t0
         if self.prefetch_model >= 0:
             self.prefetch_overlap += env.now - t0
-        world.advance_decode(ids, steps, t0, first_step, growth)
-        self._add_blocks(world.settle(ids), model)
+        self._add_blocks(world.finish_decode(ids, steps, t0, first_step, growth), model)
 
     def _decode_stepwise(self, ids: np.ndarray, steps: int, sm: StepModel, context: float,
                          model: int) -> Generator[simpy.Event, Any, None]:

@@ -93,14 +93,14 @@ def quotas(step_times: list[float], tbt: float, switch_cost: float, q_max: float
     """
     n = [tbt / t for t in step_times]
     inv = sum(1.0 / x for x in n)
-    # alpha - sum 1/n, kept apart so that rounding never lets a quota pass Q_MAX
-    excess = switch_cost / (min(n) * q_max)
-    alpha = inv + excess
-    if alpha < alpha_floor:
-        alpha, excess = alpha_floor, alpha_floor - inv
-    if switch_cost <= 0 or excess <= 0:
-        return alpha, [q_max * (1.0 / x) / inv for x in n]
-    return alpha, [min(q_max, switch_cost / (x * excess)) for x in n]
+    min_n = min(n)
+    alpha = switch_cost / (min_n * q_max) + inv
+    if switch_cost <= 0:
+        return max(alpha, alpha_floor), [q_max * (1.0 / x) / inv for x in n]
+    if alpha >= alpha_floor:
+        # alpha - sum 1/n = c / (min n * Q_MAX): q_i = Q_MAX * min n / n_i, exactly
+        return alpha, [q_max * min_n / x for x in n]
+    return alpha_floor, [switch_cost / (x * (alpha_floor - inv)) for x in n]
 
 
 def steps_past(sm: StepModel, seconds: float, context: float, batch: int) -> int:

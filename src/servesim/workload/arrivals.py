@@ -20,7 +20,11 @@ import numpy as np
 
 from servesim.workload.spec import ArrivalSpec
 
-__all__ = ["generate_arrivals"]
+__all__ = ["MAX_ARRIVALS", "generate_arrivals", "peak_rate"]
+
+MAX_ARRIVALS = 100_000_000
+"""The most requests one run may generate or regenerate (rate x duration, summed over sources);
+a scenario that asks for more is refused at load instead of exhausting memory."""
 
 # Extra gaps drawn beyond the expected count, in standard deviations of the count: with 6 the
 # first chunk almost always suffices, and a short chunk only costs one more round.
@@ -63,6 +67,17 @@ def generate_arrivals(
     raise ValueError(f"unknown arrival kind {spec.kind!r}")
 
 
+def peak_rate(spec: ArrivalSpec, rate: float) -> float:
+    """The highest rate (requests/s) of ``spec`` with the caller's default ``rate``: an upper
+    bound of the arrivals per second, used to refuse runs too large to hold in memory."""
+    peak = float(spec.rate if spec.rate is not None else rate)
+    if spec.kind == "ramp" and spec.rate_end is not None:
+        peak = max(peak, spec.rate_end)
+    if spec.kind == "piecewise" and spec.rates:
+        peak = max(spec.rates)
+    return peak
+
+
 def _chunk_size(expected: float) -> int:
     return int(expected + _CHUNK_SIGMAS * math.sqrt(expected) + _CHUNK_MIN)
 
@@ -71,6 +86,8 @@ def _renewal(
     rate: float, cv: float, start: float, end: float, rng: np.random.Generator
 ) -> np.ndarray:
     """Renewal process with gamma gaps of mean ``1/rate`` and CV ``cv`` (cv=1: Poisson)."""
+    if not cv * cv > 1e-300:  # the gamma shape 1/cv^2 would overflow: the gaps are constant
+        return _deterministic(rate, start, end, rng)
     poisson = cv == 1.0
     shape = 1.0 / (cv * cv)
     scale = cv * cv / rate
@@ -149,7 +166,10 @@ def _ramp(spec: ArrivalSpec, rate: float, start: float, end: float,
     r1 = float(spec.rate_end if spec.rate_end is not None else rate)
     span = end - start
     half_slope = (r1 - r0) / (2.0 * span)
-    clock = _time_changed(spec.process, r0 * span + half_slope * span * span, rng)
+    mass = r0 * span + half_slope * span * span
+    if not math.isfinite(mass):  # a span so short (1e-320 s) that the slope overflows
+        mass = 0.5 * (r0 + r1) * span
+    clock = _time_changed(spec.process, mass, rng)
     # u solves half_slope*u^2 + r0*u = L; this form is stable for half_slope -> 0
     u = 2.0 * clock / (r0 + np.sqrt(np.maximum(r0 * r0 + 4.0 * half_slope * clock, 0.0)))
     times = start + u

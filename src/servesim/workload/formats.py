@@ -53,6 +53,7 @@ AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 VTC_COLUMNS = ("arrival_s", "tenant", "input_len", "output_len")
 BURSTGPT_COLUMNS = ("Timestamp", "Model", "Request tokens", "Response tokens")
 MOONCAKE_KEYS = ("timestamp", "input_length", "output_length")
+_LARGEST_COUNT = 1 << 53  # tokens; as the CSV readers (int64 arrays)
 
 
 def detect_format(path: str | Path) -> str:
@@ -284,7 +285,7 @@ def _mooncake_row(text: str, where: str) -> tuple[float, int, int]:
             raise TraceError(f"{where}: {key} {value!r} is not a number")
         if value < 0:
             raise TraceError(f"{where}: {key} {value!r} is negative")
-        if key != "timestamp" and value != int(value):
+        if key != "timestamp" and (value != int(value) or value > _LARGEST_COUNT):
             raise TraceError(f"{where}: {key} {value!r} is not a whole number of tokens")
         values.append(value)
     return float(values[0]), int(values[1]), int(values[2])

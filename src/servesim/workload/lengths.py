@@ -14,6 +14,7 @@ request), so the same generator state gives the same arrays.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -171,7 +172,7 @@ def _scale(lengths: np.ndarray, factor: float) -> np.ndarray:
 
 
 def _resolve(file: str, base_dir: Path | None) -> Path:
-    path = Path(file).expanduser()
+    path = Path(os.path.expanduser(file))  # unlike Path.expanduser, keeps an unknown ~user
     if path.is_absolute():
         return path
     if base_dir is not None and (Path(base_dir) / path).exists():

@@ -16,6 +16,7 @@ import numpy as np
 
 from servesim.errors import ScenarioError, TraceError, did_you_mean
 from servesim.workload import servegen
+from servesim.workload.arrivals import MAX_ARRIVALS
 from servesim.workload.formats import detect_format, read_trace
 from servesim.workload.lengths import sample_lengths
 from servesim.workload.spec import WorkloadSpec
@@ -115,6 +116,11 @@ def _servegen(
             raise TraceError(f"{path}: no traffic in [{start:g}, {end:g}) s of the trace; its "
                              "rate cannot be rescaled (workload.trace_rate)")
         factor = wl.trace_rate / expected
+    count = rates.expected_count(start, end) * factor
+    if not count <= MAX_ARRIVALS:
+        raise TraceError(f"{path}: about {count:.3g} requests would be regenerated in [{start:g}, "
+                         f"{end:g}) s of the trace; at most {MAX_ARRIVALS:,} per run (lower "
+                         "workload.trace_rate or the duration)")
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[0])
     times, tenant = servegen.generate_arrivals(rates, start, end, rng, rate_factor=factor)
     inputs, outputs = sample_lengths(wl.lengths, times.size, rng, base_dir=base_dir)

@@ -37,6 +37,7 @@ FAMILIES = ("", "Exponential", "Gamma", "Weibull")
 """Family codes of :attr:`RateTrace.family`: index into this tuple ("" = no traffic)."""
 _NONE, _EXPONENTIAL, _GAMMA, _WEIBULL = range(4)
 _CHUNK_NAME = re.compile(r"^chunk-(\d+)-trace\.csv$")
+_LARGEST_CV = 1e15  # as weibull_shape_for_cv; larger CVs are taken as this one
 
 
 @dataclass(frozen=True, eq=False)
@@ -176,6 +177,9 @@ def _window(family: int, rate: float, cv: float, start: float, end: float,
     """Equilibrium renewal arrivals in ``[start, end)`` (see the module docstring)."""
     if family == _EXPONENTIAL or (family == _GAMMA and cv == 1.0):
         family, cv = _GAMMA, 1.0
+    if not cv * cv > 1e-300:  # constant gaps: the gamma shape 1/cv^2 would overflow
+        cv = 0.0
+    cv = min(cv, _LARGEST_CV)
     if cv == 0.0:
         gap = 1.0 / rate
         times = start + gap * (rng.random() + np.arange(math.ceil((end - start) * rate) + 1))
@@ -203,7 +207,8 @@ def _window(family: int, rate: float, cv: float, start: float, end: float,
     pieces = [np.array([now])]
     while True:
         expected = rate * (end - now)
-        chunk = gaps(int(expected + 6.0 * max(cv, 1.0) * math.sqrt(expected) + 64))
+        # the chunk size only saves rounds; 1e4 bounds its memory (real CVs reach ~1e3)
+        chunk = gaps(int(expected + 6.0 * min(max(cv, 1.0), 1e4) * math.sqrt(expected) + 64))
         times = now + np.cumsum(chunk)
         inside = int(np.searchsorted(times, end, side="left"))
         pieces.append(times[:inside])

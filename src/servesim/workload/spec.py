@@ -15,6 +15,13 @@ from servesim.errors import ScenarioError
 from servesim.workload.popularity import PopularitySpec
 
 
+def check_file_name(name: str | None, path: str) -> None:
+    """Refuse a file name that no file can have: empty, or with a NUL character."""
+    if name is not None and (not name.strip() or "\x00" in name):
+        text = repr(name) if len(name) <= 60 else repr(name[:57]) + "..."
+        raise ScenarioError(f"{path}: {text} is not a file name (empty or with a NUL character)")
+
+
 @dataclass(frozen=True)
 class ArrivalSpec:
     """An arrival process. Rates are requests per second."""
@@ -115,6 +122,7 @@ class LengthSpec:
             raise ScenarioError(f"{p}output_min: must be <= output_max ({self.output_max})")
         if self.kind == "empirical" and not self.file:
             raise ScenarioError(f"{p}file: required when kind is 'empirical'")
+        check_file_name(self.file, f"{p}file")
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,8 @@ class WorkloadSpec:
     """
 
     models: int | None = fld(
-        None, "many-models form: number of models to deploy (null: use top-level `models`)", ge=1
+        None, "many-models form: number of models to deploy (null: use top-level `models`)", ge=1,
+        le=100_000,
     )
     rate: float = fld(
         0.1, "requests/s per source (per model in the many-models form; the mean per-model rate "
@@ -205,7 +214,10 @@ class WorkloadSpec:
         for name, weight in self.mix.items():
             if weight < 1:
                 raise ScenarioError(f"{p}mix.{name}: weight must be an integer >= 1, got {weight}")
+            if weight > 1_000_000:  # the mix is expanded by its weights
+                raise ScenarioError(f"{p}mix.{name}: weight must be <= 1000000, got {weight}")
         if not self.mix:
             raise ScenarioError(f"{p}mix: needs at least one model")
         if self.trace_rate is not None and self.time_scale != 1.0:
             raise ScenarioError(f"{p}trace_rate: set either trace_rate or time_scale, not both")
+        check_file_name(self.trace, f"{p}trace")

@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from servesim.errors import TraceError
 from servesim.workload import servegen
+from servesim.workload.arrivals import MAX_ARRIVALS
 from servesim.workload.formats import detect_format, read_trace
 from servesim.workload.popularity import expected_active_models, observed_active_models
 
@@ -105,6 +107,11 @@ def file_stats(
     if fmt == "servegen":
         rates = servegen.read_servegen(path)
         end = min(rates.end, start + (duration or DEFAULT_SERVEGEN_SPAN))
+        count = rates.expected_count(start, end)
+        if not count <= MAX_ARRIVALS:
+            raise TraceError(f"{path}: about {count:.3g} requests would be regenerated in "
+                             f"[{start:g}, {end:g}) s; at most {MAX_ARRIVALS:,} (a shorter "
+                             "--duration)")
         times, tenant = servegen.generate_arrivals(rates, start, end,
                                                    np.random.default_rng(seed))
         out = trace_stats(times, None, None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import operator
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,14 +160,19 @@ def read_csv_columns(
             return CsvColumns(path, {}, 0)
         # pandas' C parser: several times faster than the csv module on 100k+ rows. Every
         # column is read (no usecols) so that a row with more cells than the header is an error.
-        frame = pd.read_csv(
-            path,
-            dtype=str,
-            na_filter=False,
-            encoding="utf-8-sig",
-            skip_blank_lines=True,
-            index_col=False,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                path,
+                dtype=str,
+                na_filter=False,
+                encoding="utf-8-sig",
+                skip_blank_lines=True,
+                index_col=False,
+            )
+        if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+            # pandas drops the extra cells of a first row longer than the header
+            _refuse_long_row(path, len(header))
     except FileNotFoundError:
         raise TraceError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -179,6 +185,18 @@ def read_csv_columns(
         raise TraceError(f"{path}: malformed CSV: {' '.join(str(exc).split())}") from None
     columns = {name: frame.iloc[:, index].tolist() for name, index in positions.items()}
     return CsvColumns(path, columns, len(frame))
+
+
+def _refuse_long_row(path: Path, cells: int) -> None:
+    """Raise the error naming the first row of ``path`` with more than ``cells`` cells."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        for record in reader:
+            if len(record) > cells:
+                raise TraceError(f"{path}:{reader.line_num}: {len(record)} cells, the header "
+                                 f"has {cells}")
+    raise TraceError(f"{path}: malformed CSV: a row has more cells than the header ({cells})")
 
 
 def parse_counts(table: CsvColumns, column: str, minimum: int) -> np.ndarray:
@@ -205,14 +223,15 @@ def _parse_counts_slowly(table: CsvColumns, column: str) -> np.ndarray:
     cells = table.columns[column]
     values = np.empty(len(cells), dtype=np.int64)
     for i, cell in enumerate(cells):
-        where = f"{table.path}:{{line}}: {column} {cell.strip()!r}"
         try:
             number = float(cell)
         except ValueError:
-            raise TraceError(where.format(line=table.line(i)) + " is not a number") from None
+            raise TraceError(f"{table.path}:{table.line(i)}: {column} {cell.strip()!r} is not a "
+                             "number") from None
         # "12.0" (pandas float columns) is accepted; "12.5", "nan" and "inf" are not.
         if not number.is_integer() or abs(number) > _LARGEST_COUNT:
-            raise TraceError(where.format(line=table.line(i)) + " is not a whole number of tokens")
+            raise TraceError(f"{table.path}:{table.line(i)}: {column} {cell.strip()!r} is not a "
+                             "whole number of tokens")
         values[i] = int(number)
     return values
 
