@@ -331,13 +331,18 @@ class ProcessExecutor:
         self.workers = workers
         self.pool = self._new_pool()
 
-    def _new_pool(self) -> ProcessPoolExecutor:
+    @staticmethod
+    def _context() -> Any:
         methods = multiprocessing.get_all_start_methods()
         # forkserver: workers fork from a clean process that has already imported servesim
         ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         if "forkserver" in methods:
             ctx.set_forkserver_preload(["servesim.simulate"])
-        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_ignore_sigint)
+        return ctx
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=self._context(),
+                                   initializer=_ignore_sigint)
 
     def run(self, tasks: Iterable[Task]) -> Iterator[tuple[Task, dict[str, Any]]]:
         queue = iter(tasks)
@@ -350,24 +355,38 @@ class ProcessExecutor:
         fill()
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
-            broken = False
+            suspects: list[Task] = []
             for fut in done:
                 task = running.pop(fut)
                 try:
                     outcome = fut.result()
                 except BrokenProcessPool:
-                    broken = True
-                    outcome = {"status": "failed", "summary": None, "wall_seconds": 0.0,
-                               "error": "a worker process died (killed, or out of memory?)"}
+                    suspects.append(task)
+                    continue
                 yield task, outcome
-            if broken:  # every task still in the dead pool fails with it; --resume reruns them
-                for fut, task in list(running.items()):
-                    yield task, {"status": "failed", "summary": None, "wall_seconds": 0.0,
-                                 "error": "a worker process died (killed, or out of memory?)"}
-                    del running[fut]
+            if suspects:
+                # A worker died (killed, out of memory): every task in flight in the dead pool
+                # is a suspect. Each is retried once, alone in a fresh process, so that only
+                # the task that kills its worker again is recorded as failed.
+                suspects += list(running.values())
+                running.clear()
                 self.pool.shutdown(wait=False, cancel_futures=True)
+                for task in suspects:
+                    yield task, self._run_alone(task)
                 self.pool = self._new_pool()
             fill()
+
+    def _run_alone(self, task: Task) -> dict[str, Any]:
+        """Run ``task`` in a pool of its own; a second worker death records it as failed."""
+        pool = ProcessPoolExecutor(1, mp_context=self._context(), initializer=_ignore_sigint)
+        try:
+            return pool.submit(run_task, task).result()
+        except BrokenProcessPool:
+            return {"status": "failed", "summary": None, "wall_seconds": 0.0,
+                    "error": "the worker process died twice running this point (killed, or "
+                    "out of memory?)"}
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self, abort: bool = False) -> None:
         """Shut the pool down; ``abort``: terminate the workers, abandoning running tasks."""
