@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -130,7 +131,7 @@ def lengths(draw: st.DrawFn) -> Doc:
 def _param_value(tp: Any, meta: typing.Mapping[str, Any]) -> st.SearchStrategy[Any] | None:
     """A value of a policy parameter within its declared bounds (None: leave the default)."""
     origin = get_origin(tp)
-    if origin in (typing.Union, __import__("types").UnionType):
+    if origin in (typing.Union, types.UnionType):
         inner = [a for a in get_args(tp) if a is not type(None)]
         base = _param_value(inner[0], meta) if len(inner) == 1 else None
         return st.one_of(st.none(), base) if base is not None else st.none()
@@ -420,8 +421,8 @@ def run_document(doc: Any) -> str:
     return "ran"
 
 
-VALID_EXAMPLES = 450
-MUTATED_EXAMPLES = 650
+VALID_EXAMPLES = 420
+MUTATED_EXAMPLES = 600
 CLI_EXAMPLES = 40
 
 

@@ -302,6 +302,7 @@ def cmd_goodput(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from servesim.plots import load_results, plot_results
+    from servesim.scenario import parse_value
 
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in (".png", ".svg", ".pdf"):
@@ -311,9 +312,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ServesimError(f"--where {pair!r}: expected KEY=VALUE")
-        import yaml
-
-        where[key.strip()] = yaml.safe_load(value) if value.strip() else value
+        where[key.strip()] = parse_value(value)
     table = load_results(args.results)
     fig = plot_results(table, args.x, args.y, hue=args.hue, col=args.col, target=args.target,
                        where=where, title=args.title)

@@ -311,7 +311,8 @@ class Scenario:
 _YAML_LEAKS = (ValueError, TypeError, AttributeError, OverflowError, RecursionError)
 
 
-def _parse_value(value: Any) -> Any:
+def parse_value(value: Any) -> Any:
+    """A ``--set``/``--grid`` value: YAML when it parses as YAML, else the text itself."""
     if isinstance(value, str):
         try:
             return yaml.safe_load(value) if value.strip() else value
@@ -346,9 +347,9 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> None:
         if isinstance(node, list):
             if not last.isdigit() or int(last) >= len(node):
                 raise ScenarioError(f"{key}: no list item {last!r} (list has {len(node)})")
-            node[int(last)] = _parse_value(value)
+            node[int(last)] = parse_value(value)
         elif isinstance(node, dict):
-            node[last] = _parse_value(value)
+            node[last] = parse_value(value)
         else:
             raise ScenarioError(f"{key}: parent is not a mapping")
 

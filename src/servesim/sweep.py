@@ -60,7 +60,13 @@ import yaml
 
 from servesim.errors import ServesimError, did_you_mean
 from servesim.metrics import SUMMARY_KEYS
-from servesim.scenario import Scenario, apply_overrides, load_scenario, scenario_from_dict
+from servesim.scenario import (
+    Scenario,
+    apply_overrides,
+    load_scenario,
+    parse_value,
+    scenario_from_dict,
+)
 
 RESULTS_FILE = "results.parquet"
 ROW_COLUMNS = ("seed_index", "seed", "status", "error")
@@ -87,10 +93,7 @@ def _split_values(text: str) -> list[str]:
 
 
 def _yaml_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    return parse_value(text)
 
 
 def _range_values(flag: str, key: str, parts: list[str]) -> list[Any]:

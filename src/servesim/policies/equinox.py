@@ -57,8 +57,8 @@ class EquinoxOrderParams:
     alpha: float = fld(0.7, "weight of the user fairness counter in HF", ge=0)
     beta: float = fld(0.3, "weight of the resource fairness counter in HF", ge=0)
     delta: float = fld(0.1, "latency term of the UFC (see ufc_form)", ge=0)
-    w_p: float = fld(1.0, "UFC charge per input token", ge=0)
-    w_q: float = fld(2.0, "UFC charge per output token", gt=0)
+    w_p: float = fld(1.0, "UFC charge per input token", ge=0, le=1e6)
+    w_q: float = fld(2.0, "UFC charge per output token", gt=0, le=1e6)
     ufc_form: Literal["additive", "normalized"] = fld(
         "additive",
         "additive: w_p*n_p + w_q*n_q + delta*latency/latency_ref; normalized: "

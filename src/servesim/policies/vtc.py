@@ -49,8 +49,8 @@ PAPER_PROFILE = (0.21001891, 0.10075395, 0.0039868, 0.00324733, 1.14601454)
 class CounterParams:
     """Counter charges shared by the VTC family."""
 
-    w_p: float = fld(1.0, "linear cost: charge per input (prompt) token", ge=0)
-    w_q: float = fld(2.0, "linear cost: charge per output token", gt=0)
+    w_p: float = fld(1.0, "linear cost: charge per input (prompt) token", ge=0, le=1e6)
+    w_q: float = fld(2.0, "linear cost: charge per output token", gt=0, le=1e6)
     cost: Literal["linear", "profile"] = fld(
         "linear",
         "linear: w_p*input + w_q*output; profile: h(x, y) = a*x + b*y + c*x*y + d*y^2 + e with "
