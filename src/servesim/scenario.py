@@ -300,8 +300,13 @@ class Scenario:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def replace(self, overrides: dict[str, Any]) -> Scenario:
-        """A copy with ``{"path.to.field": value}`` overrides applied and re-validated."""
+        """A copy with ``{"path.to.field": value}`` overrides applied and re-validated.
+
+        Changing ``policy.name`` keeps only the parameters the new policy has."""
         raw = self.to_dict()
+        name = overrides.get("policy.name")
+        if isinstance(name, str):
+            raw["policy"] = policy_params_for(name, raw["policy"])
         apply_overrides(raw, overrides)
         return scenario_from_dict(raw, base_dir=self.base_dir)
 
@@ -309,6 +314,17 @@ class Scenario:
 # What yaml.safe_load raises besides YAMLError: its constructors let ValueError (`2024-13-45`,
 # `!!float abc`), AttributeError (`!!timestamp x`) through, and its composer recurses.
 _YAML_LEAKS = (ValueError, TypeError, AttributeError, OverflowError, RecursionError)
+
+
+def policy_params_for(name: str, policy: dict[str, Any]) -> dict[str, Any]:
+    """Switching ``policy.name`` keeps only the parameters the new policy has."""
+    if str(policy.get("name", "fcfs")).lower() == name.lower():
+        return policy
+    try:
+        accepted = {f.name for f in dataclasses.fields(get_policy(name).Params)}
+    except (ServesimError, TypeError):
+        return policy  # validation names the unknown policy
+    return {k: v for k, v in policy.items() if k == "name" or k in accepted}
 
 
 def parse_value(value: Any) -> Any:

@@ -65,6 +65,7 @@ from servesim.scenario import (
     apply_overrides,
     load_scenario,
     parse_value,
+    policy_params_for,
     scenario_from_dict,
 )
 
@@ -206,28 +207,13 @@ class SweepBase:
             raw["policy"] = {"name": raw["policy"]}
         name = values.get("policy.name")
         if isinstance(name, str) and isinstance(raw.get("policy"), dict):
-            raw["policy"] = _params_for(name, raw["policy"])
+            raw["policy"] = policy_params_for(name, raw["policy"])
         where = ", ".join(f"{k}={v}" for k, v in values.items())
         try:
             apply_overrides(raw, values)
             return scenario_from_dict(raw, base_dir=self.base_dir)
         except ServesimError as exc:
             raise ServesimError(f"grid point {where}: {exc}") from None
-
-
-def _params_for(name: str, policy: dict[str, Any]) -> dict[str, Any]:
-    """Switching ``policy.name`` keeps only the parameters the new policy has."""
-    if str(policy.get("name", "fcfs")).lower() == name.lower():
-        return policy
-    from dataclasses import fields
-
-    from servesim.policies import get_policy
-
-    try:
-        accepted = {f.name for f in fields(get_policy(name).Params)}
-    except (ServesimError, TypeError):
-        return policy  # validation names the unknown policy
-    return {k: v for k, v in policy.items() if k == "name" or k in accepted}
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -674,8 +660,11 @@ class ResultsFile:
         self.flush_cost = self.last_flush - t0
 
     def frame(self) -> pd.DataFrame:
-        """The rows as a DataFrame (what the file holds)."""
-        return self.table().to_pandas()
+        """The rows as a DataFrame (what the file holds), grid keys in ``attrs["grid_keys"]``
+        as :func:`servesim.plots.load_results` gives them."""
+        frame = self.table().to_pandas()
+        frame.attrs["grid_keys"] = list(self.grid_keys)
+        return frame
 
 
 # --------------------------------------------------------------------------- sweeps
