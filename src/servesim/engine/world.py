@@ -68,7 +68,7 @@ class CountingEnvironment(simpy.Environment):
                 except IndexError:
                     raise EmptySchedule from None
                 events += 1
-                callbacks, event.callbacks = event.callbacks, None
+                callbacks, event.callbacks = event.callbacks, None  # type: ignore[assignment]
                 try:
                     for callback in callbacks:
                         callback(event)
