@@ -38,7 +38,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         metavar="NAME[,NAME]",
-        help=f"run only these cases (known: {', '.join(registry.CASES)})",
+        help="run only these cases or families (families: "
+        f"{', '.join(registry.FAMILIES)}; --list shows the cases)",
     )
     parser.add_argument(
         "--compare",
@@ -135,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for case in registry.CASES.values():
             print(f"{case.name}: {case.notes}")
+        print()
+        for family in registry.FAMILIES.values():
+            names = ", ".join(c.name for c in registry.members(family.name))
+            print(f"family {family.name}: {family.notes}\n  cases: {names}")
         return 0
     selected = registry.select(args.only)
     cpus = report.available_cpus()

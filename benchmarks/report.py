@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchmarks import families
 from benchmarks.cases import CASES, ROOT
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -195,6 +196,7 @@ def results_table(cases: list[dict[str, Any]]) -> str:
         "events",
         "events/req",
         "wall s",
+        "CPU s",
         "req/s",
         "tokens/s",
         "peak RSS MiB",
@@ -214,6 +216,7 @@ def results_table(cases: list[dict[str, Any]]) -> str:
                 _num(c["events"]),
                 _num(c["events_per_request"], 2),
                 _num(c["wall_seconds"], 2),
+                _num(c.get("cpu_seconds"), 2),
                 _num(c["requests_per_second"]),
                 _num(c["tokens_per_second"]),
                 _num(c["peak_rss_mib"]),
@@ -238,21 +241,6 @@ def baseline_lines(cases: list[dict[str, Any]]) -> list[str]:
             f"x{c['requests'] / base['requests']:.2f}, events x{c['events'] / base['events']:.3f} "
             f"({base['events']:,} -> {c['events']:,}; "
             f"{base['events_per_request']:.2f} -> {c['events_per_request']:.2f} per request)"
-        )
-    return lines
-
-
-def target_lines(cases: list[dict[str, Any]], quick: bool) -> list[str]:
-    lines = []
-    for c in cases:
-        target = c.get("target_requests_per_second")
-        if target is None or "error" in c:
-            continue
-        met = c["requests_per_second"] >= target
-        lines.append(
-            f"target {c['name']}: >= {target:,.0f} simulated requests/wall-s on one core: "
-            f"{'MET' if met else 'NOT MET'} ({c['requests_per_second']:,.0f})"
-            + (" [quick run: indicative only]" if quick else "")
         )
     return lines
 
@@ -300,11 +288,16 @@ def describe_machine(machine: dict[str, Any]) -> str:
 
 def print_report(results: dict[str, Any], file: Any = sys.stdout) -> None:
     print(results_table(results["cases"]), file=file)
-    extra = baseline_lines(results["cases"]) + target_lines(results["cases"], results["quick"])
+    extra = baseline_lines(results["cases"])
     if extra:
         print(file=file)
         for line in extra:
             print(line, file=file)
+    for section in families.family_sections(results["cases"]):
+        print(f"\n{section}", file=file)
+    targets = families.targets_table(results["cases"], results["quick"])
+    if targets:
+        print(f"\n### targets\n\n{targets}", file=file)
     print(f"\nmachine: {describe_machine(results['machine'])}", file=file)
     load = results.get("load_average_before_after")
     if load and None not in load:

@@ -25,6 +25,17 @@ GAP_HIST_LO = 1e-6
 GAP_HIST_PER_DECADE = 200
 GAP_HIST_BINS = GAP_HIST_PER_DECADE * 10  # 1 us .. 10,000 s
 
+# Rows of the request table's column blocks (``RequestTable.f64``, ``.i64``, ``.i32``): the
+# ``*_packed`` kernels take a block and unpack the rows they need, so that a call passes a
+# handful of arrays (numba's dispatch costs about 0.1 us per array argument).
+ARRIVAL, TTFT_SLO, TBT_SLO, FIRST_TOKEN, LAST_TOKEN, FINISH, FIRST_SCHEDULED, SWITCH_WAIT = range(8)
+SLO_START, SLO_ACCUM, SLO_TARGET, SLO_QOS, GAP_SUM, GAP_MAX = range(8, 14)
+F64_ROWS = 14
+INPUT_LEN, OUTPUT_LEN, GENERATED, KV_BLOCKS, LATE_GAPS = range(5)
+I64_ROWS = 5
+MODEL, TENANT, SOURCE, INSTANCE, PREEMPTIONS = range(5)
+I32_ROWS = 5
+
 
 @njit(cache=True, inline="always")
 def _gap_bin(gap: float) -> int:
@@ -270,40 +281,51 @@ def advance_decode(
 
 
 @njit(cache=True)
-def advance_decode_and_settle(
+def finish_decode_packed(
     ids: np.ndarray, steps: int, t0: float, first_step: float, step_growth: float, now: float,
-    arrival: np.ndarray, input_len: np.ndarray, output_len: np.ndarray, generated: np.ndarray,
-    last_token: np.ndarray, slo_start: np.ndarray, slo_accum: np.ndarray,
-    slo_target: np.ndarray, slo_qos: np.ndarray, tbt_slo: np.ndarray, gap_sum: np.ndarray,
-    gap_max: np.ndarray, late_gaps: np.ndarray, gap_hist: np.ndarray, kv_blocks: np.ndarray,
-    status: np.ndarray, finish: np.ndarray, block_size: int, lookahead: int,
+    f64: np.ndarray, i64: np.ndarray, status: np.ndarray, gap_hist: np.ndarray,
+    block_size: int, lookahead: int,
 ) -> tuple[int, int]:
-    """:func:`advance_decode` then :func:`settle` at ``now`` (the end of a decode job), in one
-    call: the engine's fast path pays the dispatch of one kernel instead of two."""
-    advance_decode(ids, steps, t0, first_step, step_growth, arrival, generated, last_token,
-                   slo_start, slo_accum, slo_target, slo_qos, tbt_slo, gap_sum, gap_max,
-                   late_gaps, gap_hist)
-    return settle(ids, now, input_len, output_len, generated, kv_blocks, status, finish,
-                  block_size, lookahead)
+    """The end of a fast-forwarded decode job at ``now``: :func:`advance_decode` then
+    :func:`settle`, on the request table's column blocks. Returns what ``settle`` returns."""
+    advance_decode(ids, steps, t0, first_step, step_growth, f64[ARRIVAL], i64[GENERATED],
+                   f64[LAST_TOKEN], f64[SLO_START], f64[SLO_ACCUM], f64[SLO_TARGET],
+                   f64[SLO_QOS], f64[TBT_SLO], f64[GAP_SUM], f64[GAP_MAX], i64[LATE_GAPS],
+                   gap_hist)
+    return settle(ids, now, i64[INPUT_LEN], i64[OUTPUT_LEN], i64[GENERATED], i64[KV_BLOCKS],
+                  status, f64[FINISH], block_size, lookahead)
 
 
 @njit(cache=True)
-def emit_one_token_and_settle(
-    ids: np.ndarray, t: float, arrival: np.ndarray, input_len: np.ndarray,
-    output_len: np.ndarray, generated: np.ndarray, first_token: np.ndarray,
-    last_token: np.ndarray, slo_start: np.ndarray, slo_accum: np.ndarray,
-    slo_target: np.ndarray, slo_qos: np.ndarray, ttft_slo: np.ndarray, tbt_slo: np.ndarray,
-    gap_sum: np.ndarray, gap_max: np.ndarray, late_gaps: np.ndarray, gap_hist: np.ndarray,
-    kv_blocks: np.ndarray, status: np.ndarray, finish: np.ndarray, block_size: int,
-    lookahead: int,
+def finish_prefill_packed(
+    ids: np.ndarray, t: float, f64: np.ndarray, i64: np.ndarray, status: np.ndarray,
+    gap_hist: np.ndarray, block_size: int, lookahead: int,
 ) -> tuple[int, int]:
-    """:func:`emit_one_token` at ``t`` then :func:`settle` at ``t`` (the end of a prefill),
-    in one call."""
-    emit_one_token(ids, t, arrival, generated, first_token, last_token, slo_start, slo_accum,
-                   slo_target, slo_qos, ttft_slo, tbt_slo, gap_sum, gap_max, late_gaps,
+    """The end of a prefill at ``t``: :func:`emit_one_token` then :func:`settle`, on the
+    request table's column blocks. Returns what ``settle`` returns."""
+    emit_one_token(ids, t, f64[ARRIVAL], i64[GENERATED], f64[FIRST_TOKEN], f64[LAST_TOKEN],
+                   f64[SLO_START], f64[SLO_ACCUM], f64[SLO_TARGET], f64[SLO_QOS],
+                   f64[TTFT_SLO], f64[TBT_SLO], f64[GAP_SUM], f64[GAP_MAX], i64[LATE_GAPS],
                    gap_hist)
-    return settle(ids, t, input_len, output_len, generated, kv_blocks, status, finish,
-                  block_size, lookahead)
+    return settle(ids, t, i64[INPUT_LEN], i64[OUTPUT_LEN], i64[GENERATED], i64[KV_BLOCKS],
+                  status, f64[FINISH], block_size, lookahead)
+
+
+@njit(cache=True)
+def begin_prefill_packed(
+    ids: np.ndarray, now: float, inst_index: int, inst_model: int, f64: np.ndarray,
+    i64: np.ndarray, i32: np.ndarray, status: np.ndarray, block_size: int, lookahead: int,
+) -> tuple[int, float, float, int]:
+    """:func:`begin_prefill` on the request table's column blocks."""
+    return begin_prefill(ids, now, inst_index, inst_model, i32[MODEL], i64[INPUT_LEN],
+                         i64[GENERATED], i64[KV_BLOCKS], f64[FIRST_SCHEDULED], status,
+                         i32[INSTANCE], block_size, lookahead)
+
+
+@njit(cache=True)
+def decode_batch_packed(ids: np.ndarray, i64: np.ndarray) -> tuple[float, int]:
+    """:func:`decode_batch` on the request table's ``i64`` block."""
+    return decode_batch(ids, i64[INPUT_LEN], i64[OUTPUT_LEN], i64[GENERATED])
 
 
 @njit(cache=True)
@@ -377,6 +399,16 @@ def kv_max_steps_of(
         remaining[j] = output_len[r] - generated[r]
         capacity += kv_blocks[r]
     return kv_max_steps(held, remaining, cap_steps, capacity, block_size, lookahead)
+
+
+@njit(cache=True)
+def kv_max_steps_packed(
+    ids: np.ndarray, i64: np.ndarray, cap_steps: int, free_blocks: int, block_size: int,
+    lookahead: int,
+) -> int:
+    """:func:`kv_max_steps_of` on the request table's ``i64`` block."""
+    return kv_max_steps_of(ids, i64[INPUT_LEN], i64[OUTPUT_LEN], i64[GENERATED],
+                           i64[KV_BLOCKS], cap_steps, free_blocks, block_size, lookahead)
 
 
 @njit(cache=True)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
+from simpy.events import PENDING, URGENT
 
 from servesim import kernels
 from servesim.engine.jobs import Decode, Idle, MoveKV, Prefetch, Prefill, Switch
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 
 #: Busy-time categories of an instance (seconds), in the ``instances`` table.
 PHASES = ("prefill", "decode", "switch", "kv_transfer")
+
+#: The value a poked decode segment's process is resumed with (see :meth:`Instance.poke`).
+_POKED = object()
 
 
 class EngineError(RuntimeError):
@@ -197,7 +201,25 @@ class Instance:
         self._seg_steps = k
         self._seg_end = self._seg_t0 + sm.decode_time(k, self._seg_context, self._seg_batch)
         self._seg_poked = True
-        self.process.interrupt()
+        # What ``self.process.interrupt()`` does, without raising an exception into the
+        # generator: an urgent event now (the same heap position and event count as SimPy's
+        # Interruption) whose callback detaches the process from its decode timeout and
+        # resumes it with the _POKED value.
+        proc = self.process
+        if proc._value is not PENDING:
+            raise RuntimeError(f"{proc} has terminated and cannot be interrupted.")
+        ev = simpy.Event(env)
+        ev._ok = True
+        ev._value = _POKED
+        ev.callbacks.append(self._resume_poked)  # type: ignore[union-attr]
+        env.schedule(ev, URGENT)
+
+    def _resume_poked(self, event: simpy.Event) -> None:
+        proc = self.process
+        if proc._value is not PENDING:
+            return  # the process died meanwhile (as SimPy's Interruption)
+        proc._target.callbacks.remove(proc._resume)  # type: ignore[union-attr]
+        proc._resume(event)
 
     # -- the process --------------------------------------------------------------------------
 
@@ -275,10 +297,9 @@ class Instance:
             model, sm = self._job_model(ids)
         if sm is None:
             raise EngineError(f"{self.name}: prefill with no resident model")
-        delta, tokens, tokens_sq, wrong = kernels.begin_prefill(
-            ids, env.now, self.index, model, req.model, req.input_len, req.generated,
-            req.kv_blocks, req.first_scheduled, req.status, req.instance, world.block_size,
-            world.lookahead,
+        delta, tokens, tokens_sq, wrong = kernels.begin_prefill_packed(
+            ids, env.now, self.index, model, req.f64, req.i64, req.i32, req.status,
+            world.block_size, world.lookahead,
         )
         if wrong:
             raise EngineError(f"{self.name}: prefill of {wrong} requests of another model")
@@ -305,8 +326,7 @@ class Instance:
             model, sm = self._job_model(ids)
         if sm is None:
             raise EngineError(f"{self.name}: decode with no resident model")
-        context, fewest = kernels.decode_batch(ids, req.input_len, req.output_len,
-                                               req.generated)
+        context, fewest = kernels.decode_batch_packed(ids, req.i64)
         steps = min(int(job.max_steps), int(fewest))
         if steps <= 0:
             raise EngineError(f"{self.name}: decode job with max_steps={job.max_steps}")
@@ -323,9 +343,7 @@ class Instance:
         self._seg_poked = False
         self._seg_sm = sm
         duration = steps * first_step + growth * (steps * (steps - 1) / 2.0)
-        try:
-            yield env.timeout(duration)
-        except simpy.Interrupt:  # poked: run on to the step boundary poke() computed
+        if (yield env.timeout(duration)) is _POKED:  # run on to the step boundary of poke()
             yield env.timeout(max(0.0, self._seg_end - env.now))
         steps = self._seg_steps
         self.busy["decode"] += env.now - t0

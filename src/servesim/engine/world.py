@@ -336,8 +336,8 @@ class World:
     def kv_max_steps(self, inst: Instance, ids: np.ndarray, cap_steps: int) -> int:
         """Largest number of decode steps (<= ``cap_steps``) of batch ``ids`` that fits KV."""
         req = self.requests
-        return int(kernels.kv_max_steps_of(
-            ids, req.input_len, req.output_len, req.generated, req.kv_blocks, int(cap_steps),
+        return int(kernels.kv_max_steps_packed(
+            ids, req.i64, int(cap_steps),
             inst.blocks_free(int(req.model[ids[0]])) if inst.resident
             else inst.kv_capacity_blocks - inst.kv_blocks_used,
             self.block_size, self.lookahead))
@@ -408,13 +408,9 @@ class World:
         now = self.env.now
         if self.token_times is not None and self.token_offsets is not None:
             self.token_times[self.token_offsets[ids] + req.generated[ids]] = now
-        delta, finished = kernels.emit_one_token_and_settle(
-            ids, now, req.arrival, req.input_len, req.output_len, req.generated,
-            req.first_token, req.last_token, req.slo_start, req.slo_accum, req.slo_target,
-            req.slo_qos, req.ttft_slo, req.tbt_slo, req.gap_sum, req.gap_max, req.late_gaps,
-            self.gap_hist, req.kv_blocks, req.status, req.finish, self.block_size,
-            self.lookahead,
-        )
+        delta, finished = kernels.finish_prefill_packed(
+            ids, now, req.f64, req.i64, req.status, self.gap_hist, self.block_size,
+            self.lookahead)
         self.last_finished = finished
         if finished:
             self._resolve(finished)
@@ -429,13 +425,9 @@ class World:
         if self.token_times is not None and self.token_offsets is not None:
             kernels.record_token_times(ids, steps, t0, first_step, growth, req.generated[ids],
                                        self.token_offsets, self.token_times)
-        delta, finished = kernels.advance_decode_and_settle(
-            ids, steps, t0, first_step, growth, self.env.now, req.arrival, req.input_len,
-            req.output_len, req.generated, req.last_token, req.slo_start, req.slo_accum,
-            req.slo_target, req.slo_qos, req.tbt_slo, req.gap_sum, req.gap_max, req.late_gaps,
-            self.gap_hist, req.kv_blocks, req.status, req.finish, self.block_size,
-            self.lookahead,
-        )
+        delta, finished = kernels.finish_decode_packed(
+            ids, steps, t0, first_step, growth, self.env.now, req.f64, req.i64, req.status,
+            self.gap_hist, self.block_size, self.lookahead)
         self.last_finished = finished
         if finished:
             self._resolve(finished)
@@ -466,12 +458,13 @@ class World:
         arrival = req.arrival
         policy = self.policy
         status = req.status
+        waiting = int(Status.WAITING)  # a plain int: a NumPy store of an IntEnum is slower
         every = max(1, req.n // 100)
         for rid in range(req.n):
             delay = arrival[rid] - env.now
             if delay > 0:
                 yield env.timeout(delay)
-            status[rid] = Status.WAITING
+            status[rid] = waiting
             self.arrived += 1
             policy.on_arrival(rid, env.now)
             if self.progress is not None and self.arrived % every == 0:

@@ -32,6 +32,11 @@ if TYPE_CHECKING:
     from servesim.engine.world import World
 
 
+#: Status codes as plain ints: comparing NumPy values with an IntEnum member costs
+#: microseconds (NumPy probes the member's attributes); the outcome is the same.
+_FINISHED = int(Status.FINISHED)
+
+
 class Counter:
     """One per-tenant counter with per-request charged and accrued amounts (unweighted)."""
 
@@ -202,7 +207,7 @@ class CounterQueue:
         self.served += np.bincount(tenants, weights=cost - self._served_req[ids],
                                    minlength=self.n_tenants)
         self._served_req[ids] = cost
-        finished = req.status[ids] == Status.FINISHED
+        finished = req.status[ids] == _FINISHED
         self.on_job(inst, job, ids, tenants, finished, cost, started, now)
 
     # -- costs --------------------------------------------------------------------------------

@@ -45,6 +45,12 @@ from servesim.latency import SwitchModel
 from servesim.policies.base import Policy, register
 from servesim.policies.batching import Batcher, BatchingParams, OrderParams, make_queue
 
+#: Status codes as plain ints for element-wise tests: comparing a NumPy scalar with an
+#: IntEnum member costs microseconds (NumPy probes the member's attributes), with an int
+#: a tenth of one; the outcome is the same.
+_WAITING, _RUNNING = int(Status.WAITING), int(Status.RUNNING)
+_FAILED, _FINISHED = int(Status.FAILED), int(Status.FINISHED)
+
 if TYPE_CHECKING:
     from servesim.engine.instance import Instance
     from servesim.engine.world import World
@@ -147,7 +153,7 @@ class _Serverless(Policy):
         q = self.unstarted
         while q and now - req.arrival[q[0]] > limit:
             rid = q.popleft()
-            if (req.status[rid] == Status.WAITING and req.generated[rid] == 0
+            if (req.status[rid] == _WAITING and req.generated[rid] == 0
                     and not self.in_batcher[rid]):
                 world.fail(rid, float(req.arrival[rid] + limit))
 
@@ -199,7 +205,7 @@ class ServerlessLLM(_Serverless):
             count = 0
             whole = True
             for rid in reversed(g.pending):
-                if status[rid] != Status.WAITING:
+                if status[rid] != _WAITING:
                     continue  # failed at the start timeout, dropped later
                 m = int(req.model[rid])
                 if tail < 0:
@@ -251,7 +257,7 @@ class ServerlessLLM(_Serverless):
         status = req.status
         pending = g.pending
         while True:
-            while pending and status[pending[0]] != Status.WAITING:
+            while pending and status[pending[0]] != _WAITING:
                 pending.popleft()  # failed at the start timeout
             if not g.batcher.load:
                 if not pending:
@@ -260,10 +266,10 @@ class ServerlessLLM(_Serverless):
                 if inst.model != front or not self._loaded(g, now):
                     return Switch(front)
             model = inst.model
-            while pending and (status[pending[0]] != Status.WAITING
+            while pending and (status[pending[0]] != _WAITING
                                or req.model[pending[0]] == model):
                 rid = pending.popleft()
-                if status[rid] == Status.WAITING:
+                if status[rid] == _WAITING:
                     self._feed(g, rid)
             job = g.batcher.next_job(now)
             if job is not IDLE:
@@ -304,13 +310,13 @@ class ServerlessLLMPlus(_Serverless):
         req = world.requests
         inst = g.inst
         ids = np.asarray(b.ids, dtype=np.int64)
-        ids = ids[req.status[ids] != Status.FAILED]
+        ids = ids[req.status[ids] != _FAILED]
         if not ids.size:
             return 0.0
         sm = self._steps[(inst.index, b.model)]
         t = 0.0
         held = (req.input_len[ids] + req.generated[ids]).astype(np.float64)
-        fresh = req.status[ids] != Status.RUNNING
+        fresh = req.status[ids] != _RUNNING
         if fresh.any():
             t += sm.prefill_time(float(held[fresh].sum()), float((held[fresh] ** 2).sum()))
         remaining = int((req.output_len[ids] - req.generated[ids]).max())
@@ -327,7 +333,7 @@ class ServerlessLLMPlus(_Serverless):
             for b in ([g.active] if g.active is not None else []) + g.batches:
                 if b.model != m:
                     continue
-                b.ids = [r for r in b.ids if status[r] not in (Status.FAILED, Status.FINISHED)]
+                b.ids = [r for r in b.ids if status[r] not in (_FAILED, _FINISHED)]
                 if len(b.ids) < slots:
                     b.ids.append(rid)
                     if b is g.active:
@@ -379,7 +385,7 @@ class ServerlessLLMPlus(_Serverless):
                     return self._idle(g, now)
             g.active = None
             for b in g.batches:
-                b.ids = [r for r in b.ids if status[r] == Status.WAITING]
+                b.ids = [r for r in b.ids if status[r] == _WAITING]
             g.batches = [b for b in g.batches if b.ids]
             if not g.batches:
                 g.target = None
