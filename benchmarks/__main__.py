@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu = None if args.no_pin else cpus[-1]
     out = args.out or report.default_results_path(dt.date.today().isoformat(), args.quick)
 
+    command = " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])
     machine = report.machine_description()  # before the runs: the code they load
     load_before = _load_average()
     records = []
@@ -157,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         t0 = time.perf_counter()
+        load = _load_average()
         record = run_one(case, args.quick, cpu, args.timeout, args.repeat)
         record.update(revision)  # cases kept from an earlier run of the day keep their own
+        record["load_average_at_start"] = load  # other work on the machine: timing noise
+        record["run_command"] = command
         status = record.get("error") or f"{record['wall_seconds']:.2f} s simulate"
         print(
             f"  {case.name}: {status} ({time.perf_counter() - t0:.1f} s with start-up)",
@@ -170,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "schema": report.SCHEMA,
         "date": dt.date.today().isoformat(),
-        "command": " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)]),
+        "command": command,
         "quick": args.quick,
         "pinned_cpu": cpu,
         "repeat": args.repeat,

@@ -222,9 +222,12 @@ def _waiting_at(arrival: np.ndarray, first_sched: np.ndarray, finish: np.ndarray
     ``O((n + windows) log n)``: a request is waiting iff it arrived and
     ``max(arrival, leave) > e`` with ``leave`` the first of its two times (NaN: never)."""
     leave = np.fmin(first_sched, finish)
-    leave = np.where(np.isnan(leave), np.inf, leave)
+    leave[np.isnan(leave)] = np.inf
+    np.maximum(arrival, leave, out=leave)  # in place: one temporary of n floats, not five
+    leave.sort()
+    gone = np.searchsorted(leave, times, side="right")
+    del leave
     arrived = np.searchsorted(np.sort(arrival), times, side="right")
-    gone = np.searchsorted(np.sort(np.maximum(arrival, leave)), times, side="right")
     return (arrived - gone).tolist()
 
 
